@@ -1,0 +1,3 @@
+from hangar.cli import main
+
+main()

@@ -1,0 +1,106 @@
+"""Settings: read once (flags, ``HANGAR_*`` environment variables), then frozen.
+
+Every field is documented here; ``docs/configuration.md`` is generated from this class
+(``hangar config-reference``) and a test fails when the two differ.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_MODEL_ROUTES: dict[str, str] = {"claude-*": "anthropic", "scripted*": "scripted"}
+
+
+class Settings(BaseSettings):
+    """Hangar's configuration. Environment variables use the ``HANGAR_`` prefix."""
+
+    model_config = SettingsConfigDict(env_prefix="HANGAR_", frozen=True, extra="ignore")
+
+    host: str = Field(default="127.0.0.1", description="Interface the HTTP server binds to.")
+    port: int = Field(default=8400, ge=0, le=65535, description="TCP port of the HTTP server.")
+    data_dir: Path = Field(
+        default=Path(".hangar"),
+        description="Directory holding the SQLite database, uploaded files and session workspaces.",
+    )
+    database_url: str | None = Field(
+        default=None,
+        description=(
+            "SQLAlchemy-style database URL. Unset: SQLite at `<data_dir>/hangar.db`. "
+            "`postgresql://user@host:port/db` selects PostgreSQL (psycopg 3)."
+        ),
+    )
+    api_key: SecretStr | None = Field(
+        default=None,
+        description="An API key registered (hashed) at start-up, for automation and tests.",
+    )
+    anthropic_base_url: str | None = Field(
+        default=None, description="Upstream Messages API base URL for the `anthropic` provider."
+    )
+    anthropic_api_key: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("HANGAR_ANTHROPIC_API_KEY", "ANTHROPIC_API_KEY"),
+        description="Upstream API key for the `anthropic` provider (`ANTHROPIC_API_KEY` also read).",
+    )
+    anthropic_timeout_s: float = Field(
+        default=600.0, gt=0, description="Timeout of one upstream model request, in seconds."
+    )
+    model_routes: dict[str, str] = Field(
+        default_factory=lambda: dict(DEFAULT_MODEL_ROUTES),
+        description=(
+            "JSON object mapping model-id glob patterns to providers (`anthropic`, `scripted`). "
+            "The first matching pattern wins; unmatched models use `default_provider`."
+        ),
+    )
+    default_provider: str = Field(
+        default="anthropic", description="Provider for models that no route matches."
+    )
+    scripted_latency_ms: float = Field(
+        default=0.0, ge=0, description="Artificial per-request latency of the `scripted` provider."
+    )
+    scripted_script: Path | None = Field(
+        default=None,
+        description="JSON file of replies for the `scripted` provider (see `hangar.runtime.models.scripted`).",
+    )
+    max_body_bytes: int = Field(
+        default=32 * 1024 * 1024, gt=0, description="Largest accepted request body, in bytes."
+    )
+    sse_ping_interval_s: float = Field(
+        default=15.0, gt=0, description="Interval between `ping` frames on idle event streams."
+    )
+    log_level: str = Field(default="info", description="Log level of the server.")
+
+    @property
+    def resolved_database_url(self) -> str:
+        """The database URL with the driver spelled out for SQLAlchemy's async engine."""
+        url = self.database_url or f"sqlite:///{(self.data_dir / 'hangar.db').resolve()}"
+        return to_async_url(url)
+
+    @property
+    def files_dir(self) -> Path:
+        return self.data_dir / "files"
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.resolved_database_url.startswith("sqlite")
+
+
+def to_async_url(url: str) -> str:
+    """Map a plain database URL onto the async driver SQLAlchemy should use."""
+    for plain, driver in (
+        ("postgresql+psycopg://", "postgresql+psycopg://"),
+        ("postgresql://", "postgresql+psycopg://"),
+        ("postgres://", "postgresql+psycopg://"),
+        ("sqlite+aiosqlite://", "sqlite+aiosqlite://"),
+        ("sqlite://", "sqlite+aiosqlite://"),
+    ):
+        if url.startswith(plain):
+            return driver + url[len(plain) :]
+    raise ValueError(f"unsupported database URL scheme: {url.split(':', 1)[0]!r}")
+
+
+def to_sync_url(url: str) -> str:
+    """The same database through a synchronous driver (used by Alembic)."""
+    return url.replace("sqlite+aiosqlite://", "sqlite://")

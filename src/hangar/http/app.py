@@ -1,0 +1,70 @@
+"""``create_app(settings)``: explicit wiring of the whole server; the lifespan owns resources."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from hangar.config import Settings
+from hangar.http import errors
+from hangar.http.middleware import RequestContext
+from hangar.http.routes import ROUTERS
+from hangar.services import Services
+from hangar.store import Store, open_database
+from hangar.store.migrate import current_revision, head_revision
+
+log = logging.getLogger(__name__)
+
+
+class StaleSchemaError(RuntimeError):
+    pass
+
+
+def check_schema(settings: Settings) -> None:
+    """Refuse to start on a database whose schema is not the newest, naming the fix."""
+    current, head = current_revision(settings.resolved_database_url), head_revision()
+    if current != head:
+        raise StaleSchemaError(
+            f"database schema is at revision {current or 'none'}, this Hangar needs {head}: "
+            "run `hangar migrate` (with the same --data-dir/--database-url) first"
+        )
+
+
+def create_app(settings: Settings) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        check_schema(settings)
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        db = open_database(settings.resolved_database_url)
+        store = Store.open(db)
+        await store.keys.ensure_workspace()
+        if settings.api_key is not None:
+            await store.keys.register(settings.api_key.get_secret_value())
+        svc = Services(settings=settings, store=store)
+        app.state.services = svc
+        try:
+            yield
+        finally:
+            await db.close()
+
+    app = FastAPI(
+        title="Hangar",
+        summary="A self-hosted Managed Agents API",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url="/openapi.json",
+    )
+    errors.install(app)
+    for router in ROUTERS:
+        app.include_router(router)
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    app.add_middleware(RequestContext, max_body_bytes=settings.max_body_bytes)
+    return app

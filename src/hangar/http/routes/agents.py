@@ -1,0 +1,7 @@
+"""Routes: /v1/agents (placeholder until the agents work lands)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+router = APIRouter()

@@ -1,0 +1,7 @@
+"""Routes: /v1/environments (placeholder until the environments work lands)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+router = APIRouter()

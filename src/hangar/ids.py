@@ -1,0 +1,66 @@
+"""Prefixed identifiers, generated in one place.
+
+IDs are ``<prefix>_<26 chars>``: a 48-bit millisecond timestamp and 80 random bits in
+Crockford base32 (ULID layout), so they sort by creation time within a prefix.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from typing import Final, Literal
+
+_ALPHABET: Final = "0123456789abcdefghjkmnpqrstvwxyz"
+
+Kind = Literal[
+    "agent",
+    "environment",
+    "session",
+    "thread",
+    "event",
+    "file",
+    "resource",
+    "workspace",
+    "api_key",
+    "work",
+    "outcome",
+    "vault",
+    "credential",
+    "page",
+]
+
+PREFIXES: Final[dict[Kind, str]] = {
+    "agent": "agent",
+    "environment": "env",
+    "session": "sesn",
+    "thread": "sthr",
+    "event": "sevt",
+    "file": "file",
+    "resource": "sesrsc",
+    "workspace": "wrkspc",
+    "api_key": "apikey",
+    "work": "work",
+    "outcome": "outc",
+    "vault": "vlt",
+    "credential": "vcrd",
+    "page": "page",
+}
+
+
+def _encode(value: int, length: int) -> str:
+    chars = []
+    for _ in range(length):
+        chars.append(_ALPHABET[value & 31])
+        value >>= 5
+    return "".join(reversed(chars))
+
+
+def new_id(kind: Kind) -> str:
+    millis = time.time_ns() // 1_000_000
+    body = _encode(millis, 10) + _encode(secrets.randbits(80), 16)
+    return f"{PREFIXES[kind]}_{body}"
+
+
+def has_prefix(value: str, kind: Kind) -> bool:
+    prefix = PREFIXES[kind] + "_"
+    return value.startswith(prefix) and len(value) > len(prefix)

@@ -1,0 +1,40 @@
+"""Storage: small repositories over one ``Database`` (SQLite or PostgreSQL)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from hangar.store.agents import AgentStore
+from hangar.store.db import Database, open_database
+from hangar.store.environments import EnvironmentStore
+from hangar.store.events import EventStore
+from hangar.store.files import FileStore
+from hangar.store.keys import KeyStore
+from hangar.store.sessions import SessionStore
+
+__all__ = ["Database", "Store", "open_database"]
+
+
+@dataclass(frozen=True)
+class Store:
+    """Every repository, sharing one database handle."""
+
+    db: Database
+    keys: KeyStore
+    agents: AgentStore
+    environments: EnvironmentStore
+    sessions: SessionStore
+    events: EventStore
+    files: FileStore
+
+    @classmethod
+    def open(cls, db: Database) -> Store:
+        return cls(
+            db=db,
+            keys=KeyStore(db),
+            agents=AgentStore(db),
+            environments=EnvironmentStore(db),
+            sessions=SessionStore(db),
+            events=EventStore(db),
+            files=FileStore(db),
+        )

@@ -1,0 +1,1 @@
+"""The HTTP contract: pydantic models and helpers mirroring the SDK's ``types/beta``."""
