@@ -6,12 +6,25 @@ Every field is documented here; ``docs/configuration.md`` is generated from this
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_MODEL_ROUTES: dict[str, str] = {"claude-*": "anthropic", "scripted*": "scripted"}
+
+
+class ExtraModel(BaseModel):
+    """An extra entry of the ``/v1/models`` catalogue (see ``Settings.extra_models``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str = Field(min_length=1, description="Model id, routed like any other by `model_routes`.")
+    display_name: str | None = Field(default=None, description="Human-readable name (default: the id).")
+    max_input_tokens: int = Field(default=200_000, gt=0, description="Context window, in tokens.")
+    max_tokens: int = Field(default=64_000, gt=0, description="Largest `max_tokens` of one request.")
+    created_at: datetime | None = Field(default=None, description="Release time (default: the epoch).")
 
 
 class Settings(BaseSettings):
@@ -57,12 +70,23 @@ class Settings(BaseSettings):
     default_provider: str = Field(
         default="anthropic", description="Provider for models that no route matches."
     )
+    extra_models: tuple[ExtraModel, ...] = Field(
+        default=(),
+        description=(
+            "JSON list of extra `/v1/models` entries `{id, display_name?, max_input_tokens?, "
+            "max_tokens?, created_at?}`, e.g. models behind a proxy at `anthropic_base_url`. "
+            "An entry with a built-in id replaces the built-in one."
+        ),
+    )
     scripted_latency_ms: float = Field(
         default=0.0, ge=0, description="Artificial per-request latency of the `scripted` provider."
     )
     scripted_script: Path | None = Field(
         default=None,
         description="JSON file of replies for the `scripted` provider (see `hangar.runtime.models.scripted`).",
+    )
+    model_max_attempts: int = Field(
+        default=4, ge=1, le=20, description="Attempts per model request before a turn gives up (retries_exhausted)."
     )
     max_body_bytes: int = Field(
         default=32 * 1024 * 1024, gt=0, description="Largest accepted request body, in bytes."

@@ -5,10 +5,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from hangar.config import Settings
+from hangar.runtime.journal import Journal
+from hangar.runtime.models.router import ModelRouter
+from hangar.runtime.scheduler import Scheduler
 from hangar.store import Store
+from hangar.store.bus import EventBus
 
 
 @dataclass
 class Services:
     settings: Settings
     store: Store
+    bus: EventBus
+    journal: Journal
+    models: ModelRouter
+    scheduler: Scheduler

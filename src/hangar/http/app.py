@@ -12,7 +12,12 @@ from hangar.config import Settings
 from hangar.http import errors
 from hangar.http.middleware import RequestContext
 from hangar.http.routes import ROUTERS
+from hangar.runtime.journal import Journal
+from hangar.runtime.loop import Loop
+from hangar.runtime.models.router import ModelRouter
+from hangar.runtime.scheduler import Scheduler
 from hangar.services import Services
+from hangar.store.bus import EventBus
 from hangar.store import Store, open_database
 from hangar.store.migrate import current_revision, head_revision
 
@@ -43,11 +48,17 @@ def create_app(settings: Settings) -> FastAPI:
         await store.keys.ensure_workspace()
         if settings.api_key is not None:
             await store.keys.register(settings.api_key.get_secret_value())
-        svc = Services(settings=settings, store=store)
-        app.state.services = svc
+        bus = EventBus()
+        journal = Journal(store, bus)
+        models = ModelRouter(settings)
+        scheduler = Scheduler(store, Loop(store, bus, journal, models, settings))
+        app.state.services = Services(settings, store, bus, journal, models, scheduler)
+        await scheduler.start()
         try:
             yield
         finally:
+            await scheduler.stop()
+            await models.aclose()
             await db.close()
 
     app = FastAPI(

@@ -1,10 +1,234 @@
-"""Persistence of events (placeholder: filled in by the events work)."""
+"""The append-only event log: one row per event, numbered by a per-session sequence.
+
+Appends happen inside the caller's write transaction (``append``) so that an event and the state
+change it announces (a status, usage) commit together; readers page by sequence number.
+"""
 
 from __future__ import annotations
 
-from hangar.store.db import Database
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from hangar.errors import InvalidRequest
+from hangar.ids import new_id
+from hangar.store.db import Database, now_us
+from hangar.store.schema import events, sessions
+from hangar.wire.common import ts
+
+USER_INPUT_TYPES = (
+    "user.message",
+    "user.tool_confirmation",
+    "user.custom_tool_result",
+    "user.tool_result",
+    "user.define_outcome",
+    "system.message",
+)
+
+
+@dataclass(frozen=True)
+class StoredEvent:
+    seq: int
+    id: str
+    type: str
+    thread_id: str | None
+    created_at: int
+    processed_at: int | None
+    data: dict[str, Any]
+
+    def wire(self) -> dict[str, Any]:
+        """The event as the API shows it."""
+        return {**self.data, "id": self.id, "type": self.type, "processed_at": ts(self.processed_at)}
+
+
+def _stored(row: sa.Row[Any]) -> StoredEvent:
+    m = row._mapping
+    return StoredEvent(
+        seq=m["seq"],
+        id=m["id"],
+        type=m["type"],
+        thread_id=m["thread_id"],
+        created_at=m["created_at"],
+        processed_at=m["processed_at"],
+        data=m["data"],
+    )
+
+
+@dataclass(frozen=True)
+class NewEvent:
+    """An event to append: its type, body (without id/type/processed_at) and processing time."""
+
+    type: str
+    data: dict[str, Any]
+    processed: bool = True
+    thread_id: str | None = None
+    id: str | None = None
+
+
+def _encode_seq_cursor(seq: int, order: str) -> str:
+    return f"{order[0]}{seq}"
+
+
+def _decode_seq_cursor(token: str, order: str) -> int:
+    if len(token) < 2 or token[0] not in "ad" or not token[1:].isdigit():
+        raise InvalidRequest("invalid page cursor")
+    if token[0] != order[0]:
+        raise InvalidRequest("page token order does not match request")
+    return int(token[1:])
 
 
 class EventStore:
     def __init__(self, db: Database) -> None:
         self.db = db
+
+    async def append(
+        self, conn: AsyncConnection, session_id: str, new: list[NewEvent], *, at: int | None = None
+    ) -> list[StoredEvent]:
+        """Append events inside an open write transaction; returns them with ids and sequence numbers."""
+        if not new:
+            return []
+        at = at or now_us()
+        last = await conn.scalar(
+            self.db.for_update(sa.select(sessions.c.last_seq).where(sessions.c.id == session_id))
+        )
+        if last is None:
+            raise LookupError(session_id)
+        out: list[StoredEvent] = []
+        rows: list[dict[str, Any]] = []
+        for offset, ev in enumerate(new, start=1):
+            stored = StoredEvent(
+                seq=last + offset,
+                id=ev.id or new_id("event"),
+                type=ev.type,
+                thread_id=ev.thread_id,
+                created_at=at,
+                processed_at=at if ev.processed else None,
+                data=ev.data,
+            )
+            out.append(stored)
+            rows.append(
+                {
+                    "session_id": session_id,
+                    "seq": stored.seq,
+                    "id": stored.id,
+                    "type": stored.type,
+                    "thread_id": stored.thread_id,
+                    "created_at": stored.created_at,
+                    "processed_at": stored.processed_at,
+                    "data": stored.data,
+                }
+            )
+        await conn.execute(events.insert(), rows)
+        await conn.execute(
+            sessions.update().where(sessions.c.id == session_id).values(last_seq=last + len(new))
+        )
+        return out
+
+    async def mark_processed(
+        self, conn: AsyncConnection, session_id: str, seqs: list[int], at: int | None = None
+    ) -> int:
+        if not seqs:
+            return 0
+        at = at or now_us()
+        await conn.execute(
+            events.update()
+            .where(events.c.session_id == session_id, events.c.seq.in_(seqs), events.c.processed_at.is_(None))
+            .values(processed_at=at)
+        )
+        return at
+
+    async def pending(self, session_id: str) -> list[StoredEvent]:
+        """Client inputs not yet consumed by the loop, oldest first."""
+        stmt = (
+            sa.select(events)
+            .where(
+                events.c.session_id == session_id,
+                events.c.processed_at.is_(None),
+                events.c.type.in_(USER_INPUT_TYPES),
+            )
+            .order_by(events.c.seq)
+        )
+        async with self.db.read() as conn:
+            return [_stored(r) for r in (await conn.execute(stmt)).all()]
+
+    async def history(self, session_id: str, types: tuple[str, ...]) -> list[StoredEvent]:
+        stmt = (
+            sa.select(events)
+            .where(events.c.session_id == session_id, events.c.type.in_(types))
+            .order_by(events.c.seq)
+        )
+        async with self.db.read() as conn:
+            return [_stored(r) for r in (await conn.execute(stmt)).all()]
+
+    async def last_of_types(self, session_id: str, types: tuple[str, ...]) -> StoredEvent | None:
+        stmt = (
+            sa.select(events)
+            .where(events.c.session_id == session_id, events.c.type.in_(types))
+            .order_by(events.c.seq.desc())
+            .limit(1)
+        )
+        async with self.db.read() as conn:
+            row = (await conn.execute(stmt)).first()
+        return _stored(row) if row is not None else None
+
+    async def after(self, session_id: str, seq: int, limit: int = 500) -> list[StoredEvent]:
+        """Events with a sequence number above ``seq``, in order (stream catch-up)."""
+        stmt = (
+            sa.select(events)
+            .where(events.c.session_id == session_id, events.c.seq > seq)
+            .order_by(events.c.seq)
+            .limit(limit)
+        )
+        async with self.db.read() as conn:
+            return [_stored(r) for r in (await conn.execute(stmt)).all()]
+
+    async def seq_of(self, session_id: str, event_id: str) -> int | None:
+        async with self.db.read() as conn:
+            seq = await conn.scalar(
+                sa.select(events.c.seq).where(events.c.session_id == session_id, events.c.id == event_id)
+            )
+        return int(seq) if seq is not None else None
+
+    async def get(self, session_id: str, event_id: str) -> StoredEvent | None:
+        async with self.db.read() as conn:
+            row = (
+                await conn.execute(
+                    sa.select(events).where(events.c.session_id == session_id, events.c.id == event_id)
+                )
+            ).first()
+        return _stored(row) if row is not None else None
+
+    async def page(
+        self,
+        session_id: str,
+        *,
+        types: list[str],
+        thread_id: str | None = None,
+        processed_range: dict[str, int],
+        order: str,
+        limit: int,
+        page: str | None,
+    ) -> tuple[list[StoredEvent], str | None]:
+        stmt = sa.select(events).where(events.c.session_id == session_id)
+        if types:
+            stmt = stmt.where(events.c.type.in_(types))
+        if thread_id is not None:
+            stmt = stmt.where(events.c.thread_id == thread_id)
+        ops = {"gt": "__gt__", "gte": "__ge__", "lt": "__lt__", "lte": "__le__"}
+        for op, value in processed_range.items():
+            stmt = stmt.where(getattr(events.c.processed_at, ops[op])(value))
+        if page:
+            bound = _decode_seq_cursor(page, order)
+            stmt = stmt.where(events.c.seq > bound if order == "asc" else events.c.seq < bound)
+        stmt = stmt.order_by(events.c.seq.asc() if order == "asc" else events.c.seq.desc()).limit(limit + 1)
+        async with self.db.read() as conn:
+            rows = [_stored(r) for r in (await conn.execute(stmt)).all()]
+        more = len(rows) > limit
+        rows = rows[:limit]
+        next_page = _encode_seq_cursor(rows[-1].seq, order) if more and rows else None
+        return rows, next_page
+
+    async def delete_session(self, conn: AsyncConnection, session_id: str) -> None:
+        await conn.execute(events.delete().where(events.c.session_id == session_id))

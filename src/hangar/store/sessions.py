@@ -1,10 +1,247 @@
-"""Persistence of sessions (placeholder: filled in by the sessions work)."""
+"""Persistence of sessions, their threads and their resources."""
 
 from __future__ import annotations
 
-from hangar.store.db import Database
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from hangar.store.db import Database, now_us
+from hangar.store.paging import Order, Page, keyset_page
+from hangar.store.schema import session_resources, sessions, threads
+
+
+@dataclass(frozen=True)
+class SessionRecord:
+    id: str
+    workspace_id: str
+    agent_id: str
+    agent_version: int
+    environment_id: str
+    status: str
+    data: dict[str, Any]
+    last_seq: int
+    created_at: int
+    updated_at: int
+    archived_at: int | None
+
+
+@dataclass(frozen=True)
+class ThreadRecord:
+    id: str
+    session_id: str
+    parent_thread_id: str | None
+    status: str
+    data: dict[str, Any]
+    created_at: int
+    updated_at: int
+    archived_at: int | None
+
+
+def _session(row: sa.Row[Any]) -> SessionRecord:
+    m = row._mapping
+    return SessionRecord(**{f: m[f] for f in SessionRecord.__dataclass_fields__})
+
+
+def _thread(row: sa.Row[Any]) -> ThreadRecord:
+    m = row._mapping
+    return ThreadRecord(**{f: m[f] for f in ThreadRecord.__dataclass_fields__})
+
+
+@dataclass(frozen=True)
+class SessionFilter:
+    agent_id: str | None = None
+    agent_version: int | None = None
+    statuses: tuple[str, ...] = ()
+    include_archived: bool = False
+    created: tuple[tuple[str, int], ...] = ()
+    nothing: bool = False  # a filter no session can match (e.g. deployment_id)
 
 
 class SessionStore:
     def __init__(self, db: Database) -> None:
         self.db = db
+
+    async def insert(self, conn: AsyncConnection, record: SessionRecord) -> None:
+        await conn.execute(sessions.insert().values(**record.__dict__))
+
+    async def get(self, workspace_id: str | None, session_id: str) -> SessionRecord | None:
+        async with self.db.read() as conn:
+            return await self.get_in(conn, workspace_id, session_id)
+
+    async def get_in(
+        self, conn: AsyncConnection, workspace_id: str | None, session_id: str, *, lock: bool = False
+    ) -> SessionRecord | None:
+        stmt = sa.select(sessions).where(sessions.c.id == session_id)
+        if workspace_id is not None:
+            stmt = stmt.where(sessions.c.workspace_id == workspace_id)
+        if lock:
+            stmt = self.db.for_update(stmt)
+        row = (await conn.execute(stmt)).first()
+        return _session(row) if row is not None else None
+
+    async def save(
+        self,
+        conn: AsyncConnection,
+        session_id: str,
+        *,
+        data: dict[str, Any] | None = None,
+        status: str | None = None,
+        archived_at: int | None = None,
+        at: int | None = None,
+    ) -> None:
+        values: dict[str, Any] = {"updated_at": at or now_us()}
+        if data is not None:
+            values["data"] = data
+        if status is not None:
+            values["status"] = status
+        if archived_at is not None:
+            values["archived_at"] = archived_at
+        await conn.execute(sessions.update().where(sessions.c.id == session_id).values(**values))
+
+    async def page(
+        self, workspace_id: str, flt: SessionFilter, *, order: Order, limit: int, page: str | None
+    ) -> Page:
+        stmt = sa.select(sessions).where(sessions.c.workspace_id == workspace_id)
+        if flt.nothing:
+            stmt = stmt.where(sa.false())
+        if flt.agent_id is not None:
+            stmt = stmt.where(sessions.c.agent_id == flt.agent_id)
+        if flt.agent_version is not None:
+            stmt = stmt.where(sessions.c.agent_version == flt.agent_version)
+        if flt.statuses:
+            stmt = stmt.where(sessions.c.status.in_(flt.statuses))
+        if not flt.include_archived:
+            stmt = stmt.where(sessions.c.archived_at.is_(None))
+        ops = {"gt": "__gt__", "gte": "__ge__", "lt": "__lt__", "lte": "__le__"}
+        for op, value in flt.created:
+            stmt = stmt.where(getattr(sessions.c.created_at, ops[op])(value))
+        async with self.db.read() as conn:
+            return await keyset_page(
+                conn, stmt, sessions.c.created_at, sessions.c.id, order=order, limit=limit, page=page
+            )
+
+    async def unsettled(self) -> list[str]:
+        """Sessions a restarted server must look at: mid-turn, or holding unprocessed input."""
+        async with self.db.read() as conn:
+            rows = await conn.execute(
+                sa.select(sessions.c.id).where(sessions.c.status.in_(("running", "rescheduling")))
+            )
+            return [r[0] for r in rows.all()]
+
+    async def with_pending_input(self) -> list[str]:
+        """Idle sessions holding client input the loop has not consumed yet."""
+        from hangar.store.events import USER_INPUT_TYPES
+        from hangar.store.schema import events
+
+        stmt = (
+            sa.select(events.c.session_id)
+            .distinct()
+            .join(sessions, sessions.c.id == events.c.session_id)
+            .where(
+                events.c.processed_at.is_(None),
+                events.c.type.in_(USER_INPUT_TYPES),
+                sessions.c.status == "idle",
+            )
+        )
+        async with self.db.read() as conn:
+            return [r[0] for r in (await conn.execute(stmt)).all()]
+
+    async def delete(self, conn: AsyncConnection, session_id: str) -> None:
+        await conn.execute(session_resources.delete().where(session_resources.c.session_id == session_id))
+        await conn.execute(threads.delete().where(threads.c.session_id == session_id))
+        await conn.execute(sessions.delete().where(sessions.c.id == session_id))
+
+    # threads -------------------------------------------------------------------------------
+
+    async def insert_thread(self, conn: AsyncConnection, record: ThreadRecord) -> None:
+        await conn.execute(threads.insert().values(**record.__dict__))
+
+    async def threads_of(self, session_id: str, statuses: tuple[str, ...] = ()) -> list[ThreadRecord]:
+        stmt = sa.select(threads).where(threads.c.session_id == session_id)
+        if statuses:
+            stmt = stmt.where(threads.c.status.in_(statuses))
+        async with self.db.read() as conn:
+            rows = await conn.execute(stmt.order_by(threads.c.created_at, threads.c.id))
+            return [_thread(r) for r in rows.all()]
+
+    async def thread(self, session_id: str, thread_id: str) -> ThreadRecord | None:
+        async with self.db.read() as conn:
+            row = (
+                await conn.execute(
+                    sa.select(threads).where(threads.c.session_id == session_id, threads.c.id == thread_id)
+                )
+            ).first()
+        return _thread(row) if row is not None else None
+
+    async def primary_thread(self, conn: AsyncConnection, session_id: str) -> ThreadRecord:
+        row = (
+            await conn.execute(
+                sa.select(threads).where(
+                    threads.c.session_id == session_id, threads.c.parent_thread_id.is_(None)
+                )
+            )
+        ).first()
+        assert row is not None, f"session {session_id} has no primary thread"
+        return _thread(row)
+
+    async def save_thread(
+        self,
+        conn: AsyncConnection,
+        thread_id: str,
+        *,
+        status: str | None = None,
+        data: dict[str, Any] | None = None,
+        archived_at: int | None = None,
+        at: int | None = None,
+    ) -> None:
+        values: dict[str, Any] = {"updated_at": at or now_us()}
+        if status is not None:
+            values["status"] = status
+        if data is not None:
+            values["data"] = data
+        if archived_at is not None:
+            values["archived_at"] = archived_at
+        await conn.execute(threads.update().where(threads.c.id == thread_id).values(**values))
+
+    # resources -----------------------------------------------------------------------------
+
+    async def insert_resource(
+        self, conn: AsyncConnection, session_id: str, resource: dict[str, Any], secret: str | None = None
+    ) -> None:
+        at = now_us()
+        await conn.execute(
+            session_resources.insert().values(
+                id=resource["id"],
+                session_id=session_id,
+                type=resource["type"],
+                data=resource,
+                secret=secret,
+                created_at=at,
+                updated_at=at,
+            )
+        )
+
+    async def resources(self, session_ids: list[str]) -> dict[str, list[dict[str, Any]]]:
+        out: dict[str, list[dict[str, Any]]] = {sid: [] for sid in session_ids}
+        if not session_ids:
+            return out
+        async with self.db.read() as conn:
+            rows = await conn.execute(
+                sa.select(session_resources.c.session_id, session_resources.c.data)
+                .where(session_resources.c.session_id.in_(session_ids))
+                .order_by(session_resources.c.created_at, session_resources.c.id)
+            )
+            for sid, data in rows.all():
+                out[sid].append(data)
+        return out
+
+    async def delete_resource(self, conn: AsyncConnection, session_id: str, resource_id: str) -> bool:
+        result = await conn.execute(
+            session_resources.delete().where(
+                session_resources.c.session_id == session_id, session_resources.c.id == resource_id
+            )
+        )
+        return bool(result.rowcount)

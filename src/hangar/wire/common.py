@@ -62,24 +62,41 @@ def _describe(err: Any) -> str:
     if kind == "extra_forbidden":
         return "unknown field"
     if kind == "literal_error":
-        return f"{err.get('input')!r} is not a valid value; {err.get('msg', '')[0].lower()}{err.get('msg', '')[1:]}"
+        msg = str(err.get("msg", ""))
+        return f"{err.get('input')!r} is not a valid value; {msg[:1].lower()}{msg[1:]}"
     return str(err.get("msg", "invalid value"))
 
 
-def _clean_loc(loc: tuple[Any, ...]) -> tuple[int | str, ...]:
-    # pydantic inserts union-member tags ("agent_toolset_20260401", "function-after[...]") into
-    # locations; a JSON path names only keys and indices the client sent.
+def _clean_loc(loc: tuple[Any, ...], data: Any) -> tuple[int | str, ...]:
+    """Keep only the keys and indices the client sent.
+
+    pydantic puts union tags and validator names (``"text"``, ``function-after[...]``) into
+    error locations; walking the input alongside tells them apart from real keys. A name that
+    is not in the input is kept only when it is the last part (a missing field).
+    """
     out: list[int | str] = []
-    for part in loc:
-        if isinstance(part, str) and ("[" in part or part.startswith(("function-", "tagged-union"))):
-            continue
-        out.append(part)
+    cur = data
+    for i, part in enumerate(loc):
+        if isinstance(part, int) and isinstance(cur, list) and 0 <= part < len(cur):
+            out.append(part)
+            cur = cur[part]
+        elif (
+            isinstance(part, str)
+            and isinstance(cur, dict)
+            and part in cur
+            # a tag that equals a key: more parts follow, but a scalar has no inside
+            and (i == len(loc) - 1 or isinstance(cur[part], dict | list))
+        ):
+            out.append(part)
+            cur = cur[part]
+        elif i == len(loc) - 1 and isinstance(part, str) and "[" not in part:
+            out.append(part)
     return tuple(out)
 
 
-def validation_message(exc: ValidationError, prefix: str = "") -> str:
+def validation_message(exc: ValidationError, prefix: str = "", data: Any = None) -> str:
     err = exc.errors()[0]
-    path = json_path(_clean_loc(tuple(err["loc"])))
+    path = json_path(_clean_loc(tuple(err["loc"]), data))
     return f"{prefix}{path}: {_describe(err)}"
 
 
@@ -90,7 +107,7 @@ def parse(model: type[M], data: Any, *, prefix: str = "") -> M:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        raise InvalidRequest(validation_message(exc, prefix)) from exc
+        raise InvalidRequest(validation_message(exc, prefix, data)) from exc
 
 
 def check_metadata(metadata: dict[str, Any] | None, path: str = "metadata", *, patch: bool = False) -> None:
