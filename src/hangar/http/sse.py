@@ -21,6 +21,7 @@ from hangar.services import Services
 from hangar.store.bus import Closed, Preview
 from hangar.store.events import StoredEvent
 from hangar.wire import events as ev
+from hangar.wire.common import ts
 
 CATCH_UP_BATCH = 500
 
@@ -78,7 +79,8 @@ async def event_stream(
                 yield PING
                 continue
             if isinstance(item, Closed):
-                yield frame(ev.SESSION_DELETED, {"id": "", "type": ev.SESSION_DELETED, "processed_at": None})
+                gone = {"id": item.event_id, "type": ev.SESSION_DELETED, "processed_at": ts(item.at)}
+                yield frame(ev.SESSION_DELETED, gone, item.event_id)
                 return
             if isinstance(item, Preview):
                 yield frame(item.payload["type"], item.payload)

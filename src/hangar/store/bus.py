@@ -29,7 +29,10 @@ class Preview:
 
 @dataclass(frozen=True)
 class Closed:
-    """The session is gone: streams send what they have and close."""
+    """The session is gone: streams send a final ``session.deleted`` (this id and time) and close."""
+
+    event_id: str
+    at: int
 
 
 Item = StoredEvent | Preview | Closed

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends, Request
 
 from hangar.domain.sessions import check_budget, check_title, create_session
 from hangar.errors import InvalidRequest, NotFound
+from hangar.ids import new_id
 from hangar.http.auth import Principal, principal
 from hangar.http.deps import json_body, query_bool, query_int, query_list, query_order, services
 from hangar.services import Services
@@ -202,7 +203,7 @@ async def delete(session_id: str, request: Request, who: Principal = Depends(pri
         await svc.store.events.delete_session(conn, session_id)
         await svc.store.sessions.delete(conn, session_id)
     # The log is gone; streams get a final `session.deleted` and close.
-    svc.bus.publish(session_id, [Closed()])
+    svc.bus.publish(session_id, [Closed(new_id("event"), now_us())])
     # Session-scoped file copies and outputs go with the session.
     while True:
         scoped, _ = await svc.store.files.page(who.workspace_id, scope_id=session_id, limit=100, page=None)
