@@ -7,12 +7,25 @@ Every field is documented here; ``docs/configuration.md`` is generated from this
 from __future__ import annotations
 
 from datetime import datetime
+from datetime import datetime
 from pathlib import Path
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_MODEL_ROUTES: dict[str, str] = {"claude-*": "anthropic", "scripted*": "scripted"}
+
+
+class ExtraModel(BaseModel):
+    """An extra entry of the ``/v1/models`` catalogue (see ``Settings.extra_models``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str = Field(min_length=1, description="Model id, routed like any other by `model_routes`.")
+    display_name: str | None = Field(default=None, description="Human-readable name (default: the id).")
+    max_input_tokens: int = Field(default=200_000, gt=0, description="Context window, in tokens.")
+    max_tokens: int = Field(default=64_000, gt=0, description="Largest `max_tokens` of one request.")
+    created_at: datetime | None = Field(default=None, description="Release time (default: the epoch).")
 
 
 class ExtraModel(BaseModel):
@@ -69,6 +82,14 @@ class Settings(BaseSettings):
     )
     default_provider: str = Field(
         default="anthropic", description="Provider for models that no route matches."
+    )
+    extra_models: tuple[ExtraModel, ...] = Field(
+        default=(),
+        description=(
+            "JSON list of extra `/v1/models` entries `{id, display_name?, max_input_tokens?, "
+            "max_tokens?, created_at?}`, e.g. models behind a proxy at `anthropic_base_url`. "
+            "An entry with a built-in id replaces the built-in one."
+        ),
     )
     extra_models: tuple[ExtraModel, ...] = Field(
         default=(),

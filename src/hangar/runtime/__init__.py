@@ -1,0 +1,1 @@
+"""The server-side agent runtime: the loop, its model providers (``runtime.models``) and tools."""
