@@ -20,7 +20,7 @@ from hangar.testing.server import free_port
 def find_pg_bin() -> Path | None:
     found = shutil.which("pg_ctl")
     if found:
-        return Path(found).parent
+        return Path(found).resolve().parent  # /usr/local/bin may hold only a few symlinks
     candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"), reverse=True)
     return Path(candidates[0]).parent if candidates else None
 
