@@ -457,3 +457,51 @@ def test_round_trip_is_stable(client: anthropic.Anthropic) -> None:
         execution_identity=dumped["execution_identity"],
     )
     assert strict(BetaManagedAgentsAgent, same).version == 1
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"model": "m" * 257}, "model: must be at most 256 characters, got 257"),
+        (
+            {"model": {"id": "m", "inference_geo": "g" * 65}},
+            "model.inference_geo: must be at most 64 characters",
+        ),
+        ({"skills": [{"type": "custom", "skill_id": "s" * 257}]}, "skills[0].skill_id: must be at most 256"),
+        (
+            {"skills": [{"type": "custom", "skill_id": "s", "version": "v" * 65}]},
+            "skills[0].version: must be at most 64",
+        ),
+        (
+            {
+                "mcp_servers": [{"type": "url", "name": "a", "url": "https://a.example.com/" + "p" * 2048}],
+                "tools": [{"type": "mcp_toolset", "mcp_server_name": "a"}],
+            },
+            "mcp_servers[0].url: must be at most 2048 characters",
+        ),
+        (
+            {
+                "tools": [
+                    toolset(
+                        {"name": "web_search", "user_location": {"type": "approximate", "city": "c" * 256}}
+                    )
+                ]
+            },
+            "user_location.city: must be at most 255 characters",
+        ),
+        (
+            {"tools": [toolset({"name": "web_fetch", "allowed_domains": ["a" * 64 + ".com"]})]},
+            "is not a valid hostname",
+        ),
+        (
+            {"multiagent": {"type": "coordinator", "agents": [{"type": "agent", "id": "a" * 129}]}},
+            "multiagent.agents[0].id: must be at most 128 characters",
+        ),
+        (
+            {"multiagent": {"type": "coordinator", "agents": [{"type": "advisor", "model": "m" * 257}]}},
+            "multiagent.agents[0].model: must be at most 256 characters",
+        ),
+    ],
+)
+def test_minor_length_limits(client: anthropic.Anthropic, fields: dict[str, Any], message: str) -> None:
+    assert message in rejected(client, **fields)
