@@ -209,3 +209,17 @@ def test_running_session_refuses_archive_and_delete(client: anthropic.Anthropic)
         client.beta.sessions.archive(s.id)
     wait_idle(client, s.id)
     assert client.beta.sessions.delete(s.id).type == "session_deleted"
+
+
+def test_multiagent_roster_snapshot(client: anthropic.Anthropic) -> None:
+    agent_id, env_id = make_agent_env(client)
+    helper = client.beta.agents.create(name="helper", model="scripted", system="I help.")
+    lead = client.beta.agents.create(
+        name="lead",
+        model="scripted",
+        multiagent={"type": "coordinator", "agents": [helper.id, {"type": "self"}]},
+    )
+    s = strict(BetaManagedAgentsSession, client.beta.sessions.create(agent=lead.id, environment_id=env_id))
+    assert s.agent.multiagent is not None
+    dumped = s.agent.model_dump(mode="json")
+    assert helper.id in str(dumped["multiagent"])

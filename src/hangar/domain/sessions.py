@@ -98,9 +98,9 @@ async def resolve_agent(svc: Services, workspace_id: str, raw: Any) -> ResolvedA
         agent["tools"] = agent_wire.normalize_tools(tools or [], agent["mcp_servers"], path="agent.tools")
     if "skills" in overrides:
         agent["skills"] = agent_wire.normalize_skills(overrides["skills"] or [], path="agent.skills")
-    return ResolvedAgent(
-        agent["id"], agent["version"], agent_wire.session_agent_snapshot(agent), not overrides
-    )
+    roster = await svc.store.agents.roster(workspace_id, agent)
+    snapshot = agent_wire.session_agent_snapshot(agent, roster=roster)
+    return ResolvedAgent(agent["id"], agent["version"], snapshot, not overrides)
 
 
 async def build_resources(
