@@ -104,7 +104,7 @@ def test_send_validation(client: anthropic.Anthropic) -> None:
         client.beta.sessions.events.send(
             s.id, events=[{"type": "user.tool_confirmation", "tool_use_id": "x", "result": "maybe"}]
         )  # type: ignore[list-item]
-    with pytest.raises(anthropic.BadRequestError, match="system.message must be the last"):
+    with pytest.raises(anthropic.BadRequestError, match=r"system\.message must be the last"):
         client.beta.sessions.events.send(
             s.id,
             events=[
