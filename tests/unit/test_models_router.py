@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 
 from hangar.config import Settings
+from hangar.runtime import models as models_pkg
 from hangar.runtime.models import (
     AnthropicProvider,
     ModelError,
@@ -121,3 +124,39 @@ async def test_injected_provider_is_routed_and_closed() -> None:
     assert custom.closed
     with pytest.raises(RuntimeError, match="closed"):
         router.provider_for("my-model")
+
+
+async def test_scripted_settings_reach_the_provider(tmp_path: Path) -> None:
+    script = tmp_path / "turns.json"
+    script.write_text('[{"text": "from the script"}]')
+    router = ModelRouter(settings(scripted_script=script, scripted_latency_ms=50))
+    try:
+        provider = router.provider_for("scripted-echo")
+        started = time.monotonic()
+        items = [
+            i
+            async for i in provider.stream(
+                ModelRequest("scripted-echo", None, [{"role": "user", "content": "x"}])
+            )
+        ]
+        assert time.monotonic() - started >= 0.045
+        assert isinstance(items[-1], ModelResponse)
+        assert items[-1].content == [{"type": "text", "text": "from the script"}]
+    finally:
+        await router.aclose()
+
+
+def test_public_surface_is_pinned() -> None:
+    assert sorted(models_pkg.__all__) == [
+        "AnthropicProvider",
+        "ModelCatalog",
+        "ModelError",
+        "ModelProvider",
+        "ModelRequest",
+        "ModelResponse",
+        "ModelRouter",
+        "ScriptedProvider",
+        "TextDelta",
+        "Usage",
+        "context_window",
+    ]
