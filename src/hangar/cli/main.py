@@ -1,41 +1,67 @@
-"""Typer application. Logging is configured here and nowhere else."""
+"""The ``hangar`` Typer application: serve | migrate | keys | doctor | config-reference.
+
+Logging is configured here (``common.configure_logging``) and nowhere else.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import logging
+import contextlib
 import os
-from pathlib import Path
-from typing import Annotated, Any
+import signal
+import socket
+import threading
+from collections.abc import Iterator
+from typing import Annotated
 
+import sqlalchemy as sa
 import typer
-from rich.console import Console
+import uvicorn
 
-from hangar.config import Settings
+from hangar.cli.common import DatabaseUrl, DataDir, configure_logging, console, fail, load_settings
+from hangar.cli.database import SchemaNotReady, display_url, prepare_database, schema_status
+from hangar.cli.doctor import doctor
+from hangar.cli.keys import keys_app, startup_keys
+from hangar.cli.reference import config_reference
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Hangar: self-hosted Managed Agents.")
-keys_app = typer.Typer(no_args_is_help=True, help="Manage API keys.")
 app.add_typer(keys_app, name="keys")
-console = Console(stderr=True)
+app.command()(doctor)
 
-DataDir = Annotated[
-    Path | None, typer.Option("--data-dir", help="Data directory (default ./.hangar or $HANGAR_DATA_DIR).")
-]
-DatabaseUrl = Annotated[
-    str | None, typer.Option("--database-url", help="Database URL (default SQLite in the data dir).")
-]
+#: Seconds open connections (event streams) get to finish after SIGTERM/SIGINT.
+GRACEFUL_SHUTDOWN_S = 5
 
 
-def load_settings(**overrides: Any) -> Settings:
-    """Flags override ``HANGAR_*`` environment variables, which override defaults."""
-    return Settings(**{k: v for k, v in overrides.items() if v is not None})
+class _Server(uvicorn.Server):
+    """uvicorn's server, but a handled SIGTERM/SIGINT ends the process with status 0.
+
+    uvicorn re-raises the signal after its graceful shutdown (so the process dies *by* it);
+    for a service manager a clean, requested stop is a successful exit.
+    """
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started:
+            for server in self.servers:
+                for sock in server.sockets:
+                    host, port = sock.getsockname()[:2]
+                    console.print(f"Hangar listening on http://{host}:{port}")
 
 
-def configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+def _stop_during_startup(signum: int, frame: object) -> None:
+    raise SystemExit(0)
 
 
 @app.command()
@@ -44,143 +70,82 @@ def serve(
     port: Annotated[int | None, typer.Option(help="Port (default 8400).")] = None,
     data_dir: DataDir = None,
     database_url: DatabaseUrl = None,
+    migrate: Annotated[
+        bool, typer.Option("--migrate", help="Apply pending migrations first (default: refuse to start).")
+    ] = False,
 ) -> None:
-    """Migrate the database and serve the API."""
-    import uvicorn
-
+    """Serve the API. An empty database gets the schema and, on first start, an admin key."""
     from hangar.http import create_app
-    from hangar.store.migrate import upgrade
 
+    # A stop requested while starting up (migrating, creating keys) is honoured at once, with
+    # status 0; once uvicorn runs, it owns the signals and shuts down gracefully.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _stop_during_startup)
     settings = load_settings(host=host, port=port, data_dir=data_dir, database_url=database_url)
     configure_logging(settings.log_level)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    upgrade(settings.resolved_database_url)
-    created = asyncio.run(_first_start_key(settings))
-    if created:
-        console.print(
-            "[bold green]Created an admin API key.[/] It is shown only this once; store it now:\n"
-            f"  [bold]{created}[/]\n"
-            f"  export ANTHROPIC_API_KEY={created}"
-        )
-        print(created, flush=True)
-    console.print(f"Hangar listening on http://{settings.host}:{settings.port}  (data: {settings.data_dir})")
-    uvicorn.run(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        log_level="warning",
-        timeout_graceful_shutdown=5,
-    )
-
-
-async def _first_start_key(settings: Settings) -> str | None:
-    """On a fresh database (no admin key yet, none given by HANGAR_API_KEY), create one."""
-    from hangar.store import Store, open_database
-
-    db = open_database(settings.resolved_database_url)
     try:
-        store = Store.open(db)
-        await store.keys.ensure_workspace()
-        if settings.api_key is not None:
-            await store.keys.register(settings.api_key.get_secret_value())
-            return None
-        if await store.keys.count_admin() > 0:
-            return None
-        plaintext, _ = await store.keys.create("admin (first start)")
-        return plaintext
-    finally:
-        await db.close()
+        prepare_database(settings, migrate=migrate)
+    except SchemaNotReady as exc:
+        raise fail(f"refusing to start: {exc}") from exc
+    except sa.exc.DBAPIError as exc:
+        raise fail(f"cannot reach {display_url(settings.resolved_database_url)}: {exc.orig}") from exc
+    created = asyncio.run(startup_keys(settings))
+    if created is not None:
+        console.print("[bold green]Created an admin API key.[/] It is shown only this once; store it now.")
+        print(f"Admin API key: {created}", flush=True)
+        console.print("Use it as the client's api_key (e.g. export ANTHROPIC_API_KEY=<the key above>).")
+    console.print(
+        f"data: {settings.data_dir.resolve()}  database: {display_url(settings.resolved_database_url)}"
+    )
+    server = _Server(
+        uvicorn.Config(
+            create_app(settings),
+            host=settings.host,
+            port=settings.port,
+            log_level="warning",
+            access_log=False,
+            timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
+            lifespan="on",
+        )
+    )
+    server.run()
+    if not server.started:
+        raise fail("server failed to start (see the log above)", code=3)
+    console.print("Hangar stopped.")
 
 
 @app.command()
-def migrate(data_dir: DataDir = None, database_url: DatabaseUrl = None) -> None:
-    """Apply database migrations and exit."""
-    from hangar.store.migrate import current_revision, upgrade
-
-    settings = load_settings(data_dir=data_dir, database_url=database_url)
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    upgrade(settings.resolved_database_url)
-    console.print(f"database at revision {current_revision(settings.resolved_database_url)}")
-
-
-@keys_app.command("create")
-def keys_create(
-    name: Annotated[str, typer.Option(help="A label for the key.")] = "cli",
+def migrate(
     data_dir: DataDir = None,
     database_url: DatabaseUrl = None,
+    check: Annotated[
+        bool, typer.Option("--check", help="Only report; exit 1 when the schema is not current.")
+    ] = False,
 ) -> None:
-    """Create an API key and print it (once)."""
-    from hangar.store import Store, open_database
-    from hangar.store.migrate import upgrade
-
+    """Bring the database schema to this Hangar's newest revision."""
     settings = load_settings(data_dir=data_dir, database_url=database_url)
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    upgrade(settings.resolved_database_url)
-
-    async def run() -> str:
-        db = open_database(settings.resolved_database_url)
-        try:
-            plaintext, key = await Store.open(db).keys.create(name)
-            console.print(f"created {key.id} ({key.name})")
-            return plaintext
-        finally:
-            await db.close()
-
-    print(asyncio.run(run()))
-
-
-@keys_app.command("list")
-def keys_list(data_dir: DataDir = None, database_url: DatabaseUrl = None) -> None:
-    """List active keys (never their values)."""
-    from rich.table import Table
-
-    from hangar.store import Store, open_database
-    from hangar.wire.common import ts
-
-    settings = load_settings(data_dir=data_dir, database_url=database_url)
-
-    async def run() -> None:
-        db = open_database(settings.resolved_database_url)
-        try:
-            keys = await Store.open(db).keys.list()
-        finally:
-            await db.close()
-        table = Table("id", "name", "kind", "ends with", "created")
-        for k in keys:
-            table.add_row(
-                k.id,
-                k.name,
-                k.kind + (f" ({k.environment_id})" if k.environment_id else ""),
-                "…" + k.hint,
-                ts(k.created_at) or "",
-            )
-        Console().print(table)
-
-    asyncio.run(run())
+    url = settings.resolved_database_url
+    try:
+        before = schema_status(url)
+        if check:
+            print(before.describe())
+            if before.state != "current":
+                raise fail(before.fix() or "schema is not current")
+            return
+        if before.state in ("unknown", "unversioned"):
+            raise fail(f"{before.describe()}: {before.fix()}")
+        after = prepare_database(settings, migrate=True)
+    except sa.exc.DBAPIError as exc:
+        raise fail(f"cannot reach {display_url(url)}: {exc.orig}") from exc
+    was = before.revision or "empty"
+    print(f"database at revision {after.revision}" + ("" if was == after.revision else f" (was {was})"))
 
 
-@keys_app.command("revoke")
-def keys_revoke(
-    key_id: Annotated[str, typer.Argument(help="The key's id (apikey_…).")],
-    data_dir: DataDir = None,
-    database_url: DatabaseUrl = None,
-) -> None:
-    """Revoke a key: it stops authenticating at once."""
-    from hangar.store import Store, open_database
-
-    settings = load_settings(data_dir=data_dir, database_url=database_url)
-
-    async def run() -> bool:
-        db = open_database(settings.resolved_database_url)
-        try:
-            return await Store.open(db).keys.revoke(key_id)
-        finally:
-            await db.close()
-
-    if not asyncio.run(run()):
-        console.print(f"[red]no active key {key_id}[/]")
-        raise typer.Exit(1)
-    console.print(f"revoked {key_id}")
+@app.command("config-reference")
+def config_reference_cmd() -> None:
+    """Print the Markdown configuration reference (docs/configuration.md is generated from it)."""
+    print(config_reference(app), end="")
 
 
 def main() -> None:

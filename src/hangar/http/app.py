@@ -46,8 +46,8 @@ def create_app(settings: Settings) -> FastAPI:
         db = open_database(settings.resolved_database_url)
         store = Store.open(db)
         await store.keys.ensure_workspace()
-        if settings.api_key is not None:
-            await store.keys.register(settings.api_key.get_secret_value())
+        if settings.api_key is not None and settings.api_key.get_secret_value().strip():
+            await store.keys.register(settings.api_key.get_secret_value().strip())
         bus = EventBus()
         journal = Journal(store, bus)
         models = ModelRouter(settings)
