@@ -57,7 +57,10 @@ def install(app: FastAPI) -> None:
         if exc.status_code == 404:
             return render(NotFound("Not found"), _rid(request))
         if exc.status_code == 405:
-            return render(MethodNotAllowed(f"Method {request.method} not allowed"), _rid(request))
+            resp = render(MethodNotAllowed(f"Method {request.method} not allowed"), _rid(request))
+            if exc.headers and "Allow" in exc.headers:
+                resp.headers["allow"] = exc.headers["Allow"]
+            return resp
         err = InvalidRequest(str(exc.detail))
         resp = render(err, _rid(request))
         resp.status_code = exc.status_code
