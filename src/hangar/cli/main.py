@@ -94,7 +94,8 @@ def serve(
     if created is not None:
         console.print("[bold green]Created an admin API key.[/] It is shown only this once; store it now.")
         print(f"Admin API key: {created}", flush=True)
-        console.print("Use it as the client's api_key (e.g. export ANTHROPIC_API_KEY=<the key above>).")
+        base_url = f"http://{settings.host}:{settings.port}"
+        console.print(f'Use it as: anthropic.Anthropic(base_url="{base_url}", api_key=<the key above>)')
     console.print(
         f"data: {settings.data_dir.resolve()}  database: {display_url(settings.resolved_database_url)}"
     )
