@@ -2,7 +2,8 @@
 
 Every state change of a session goes through ``Journal.transaction``: the event rows and the
 session row commit together, and only committed events reach the bus, so a stream never shows
-an event that a crash could take back.
+an event that a crash could take back. A transaction reads (and on PostgreSQL locks) the
+session row once, inserts its events, and writes the session row once at the end.
 """
 
 from __future__ import annotations
@@ -12,34 +13,53 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncConnection
-
 from hangar.errors import NotFound
 from hangar.store import Store
 from hangar.store.bus import EventBus
-from hangar.store.db import now_us
+from hangar.store.db import Conn, now_us
 from hangar.store.events import NewEvent, StoredEvent
+from hangar.store.schema import sessions
 from hangar.store.sessions import SessionRecord
 
 
 @dataclass
 class Tx:
-    conn: AsyncConnection
+    conn: Conn
     store: Store
     session: SessionRecord
     at: int
     appended: list[StoredEvent] = field(default_factory=list)
+    changes: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def last_seq(self) -> int:
+        return self.appended[-1].seq if self.appended else self.session.last_seq
 
     async def append(self, *events: NewEvent) -> list[StoredEvent]:
-        stored = await self.store.events.append(self.conn, self.session.id, list(events), at=self.at)
+        stored = await self.store.events.insert(
+            self.conn, self.session.id, list(events), after_seq=self.last_seq, at=self.at
+        )
         self.appended.extend(stored)
         return stored
 
-    async def save(self, *, data: dict[str, Any] | None = None, status: str | None = None,
-                   archived_at: int | None = None) -> None:  # fmt: skip
-        await self.store.sessions.save(
-            self.conn, self.session.id, data=data, status=status, archived_at=archived_at, at=self.at
-        )
+    def save(
+        self, *, data: dict[str, Any] | None = None, status: str | None = None, archived_at: int | None = None
+    ) -> None:
+        """Stage changes to the session row; written once when the transaction ends."""
+        if data is not None:
+            self.changes["data"] = data
+        if status is not None:
+            self.changes["status"] = status
+        if archived_at is not None:
+            self.changes["archived_at"] = archived_at
+
+    async def flush(self) -> None:
+        if not self.appended and not self.changes:
+            return
+        values: dict[str, Any] = {"updated_at": self.at, **self.changes}
+        if self.appended:
+            values["last_seq"] = self.last_seq
+        await self.conn.execute(sessions.update().where(sessions.c.id == self.session.id).values(**values))
 
 
 class Journal:
@@ -55,5 +75,6 @@ class Journal:
                 raise NotFound(f"Session {session_id} not found.")
             tx = Tx(conn, self.store, session, now_us())
             yield tx
+            await tx.flush()
         if tx.appended:
             self.bus.publish(session_id, tx.appended)

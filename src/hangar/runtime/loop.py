@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
@@ -46,6 +46,16 @@ class State(Enum):
     TURN_START = "turn_start"
     MODEL_REQUEST = "model_request"
     TERMINATED = "terminated"
+    UNKNOWN = "unknown"  # read it from the log
+
+
+@dataclass(frozen=True)
+class Step:
+    """A state plus what the transition into it already knows."""
+
+    state: State
+    inputs: list[StoredEvent] = field(default_factory=list)
+    span_start_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -74,6 +84,7 @@ class Loop:
         self.retry = RetryPolicy(max_attempts=settings.model_max_attempts)
 
     async def state(self, session_id: str) -> tuple[State, list[StoredEvent]]:
+        """Read the session's state from the store (the log and the session row)."""
         session = await self.store.sessions.get(None, session_id)
         if session is None or session.status == "terminated":
             return State.TERMINATED, []
@@ -83,38 +94,37 @@ class Loop:
         turn_inputs = [e for e in pending if e.type in (ev.USER_MESSAGE, ev.SYSTEM_MESSAGE)]
         return (State.TURN_START, turn_inputs) if turn_inputs else (State.IDLE, [])
 
-    async def step(self, session_id: str) -> bool:
-        """Take one transition; False when there is nothing to do."""
-        state, inputs = await self.state(session_id)
-        if state is State.TURN_START:
-            await self._start_turn(session_id, inputs)
-            return True
-        if state is State.MODEL_REQUEST:
-            await self._model_turn(session_id)
-            return True
-        return False
+    async def step(self, session_id: str, hint: Step | None = None) -> Step | None:
+        """Take one transition. Returns what is known to come next (sparing a read of the log),
+        or ``None`` when there is nothing to do. Without a hint the state is read from the log."""
+        if hint is None or hint.state is State.UNKNOWN:
+            state, inputs = await self.state(session_id)
+            hint = Step(state, inputs=inputs)
+        if hint.state is State.TURN_START:
+            start_id = await self._start_turn(session_id, hint.inputs)
+            return Step(State.MODEL_REQUEST, span_start_id=start_id)
+        if hint.state is State.MODEL_REQUEST:
+            await self._model_turn(session_id, hint.span_start_id)
+            return Step(State.UNKNOWN)
+        return None
 
-    async def _start_turn(self, session_id: str, inputs: list[StoredEvent]) -> None:
+    async def _start_turn(self, session_id: str, inputs: list[StoredEvent]) -> str:
+        """Consume the queued inputs, announce the turn and open its first model request."""
         async with self.journal.transaction(session_id) as tx:
             await self.store.events.mark_processed(tx.conn, session_id, [e.seq for e in inputs], tx.at)
-            await self._set_running(tx)
-
-    async def _set_running(self, tx: Tx) -> None:
-        thread = await self.store.sessions.primary_thread(tx.conn, tx.session.id)
-        name = tx.session.data["agent"]["name"]
-        data = dict(tx.session.data)
-        data["running_since"] = data.get("running_since") or tx.at
-        await tx.append(
-            NewEvent(ev.STATUS_RUNNING, {}, thread_id=thread.id),
-            NewEvent(
-                ev.THREAD_RUNNING, {"session_thread_id": thread.id, "agent_name": name}, thread_id=thread.id
-            ),
-        )
-        await tx.save(data=data, status="running")
-        tdata = dict(thread.data)
-        tdata.setdefault("first_status_at", tx.at)
-        tdata["running_since"] = tdata.get("running_since") or tx.at
-        await self.store.sessions.save_thread(tx.conn, thread.id, status="running", data=tdata, at=tx.at)
+            thread_id = tx.session.data["primary_thread_id"]
+            name = tx.session.data["agent"]["name"]
+            data = dict(tx.session.data)
+            data["running_since"] = data.get("running_since") or tx.at
+            data.setdefault("first_run_at", tx.at)
+            _, _, start = await tx.append(
+                NewEvent(ev.STATUS_RUNNING, {}, thread_id=thread_id),
+                NewEvent(ev.THREAD_RUNNING, {"session_thread_id": thread_id, "agent_name": name},
+                         thread_id=thread_id),
+                NewEvent(ev.SPAN_MODEL_START, {}, thread_id=thread_id),
+            )  # fmt: skip
+            tx.save(data=data, status="running")
+        return start.id
 
     async def _history(self, session_id: str) -> list[dict[str, Any]]:
         """The conversation as Messages-API turns, rebuilt from the log."""
@@ -133,35 +143,35 @@ class Loop:
                 messages.append({"role": role, "content": blocks})
         return messages
 
-    async def _model_turn(self, session_id: str) -> None:
+    async def _model_turn(self, session_id: str, span_start_id: str | None) -> None:
         session = await self.store.sessions.get(None, session_id)
-        if session is None:
+        if session is None or session.status not in ("running", "rescheduling"):
             return
         agent = session.data["agent"]
-        model_id = agent["model"]["id"]
-        thread_id = session.data.get("primary_thread_id")
+        thread_id = session.data["primary_thread_id"]
         attempt = int(session.data.get("attempt", 0))
-        if session.status == "rescheduling":
+        if span_start_id is None:
+            # Resuming (after a retry wait or a restart): announce and open a new request.
             async with self.journal.transaction(session_id) as tx:
-                data = dict(tx.session.data)
-                await tx.append(NewEvent(ev.STATUS_RUNNING, {}, thread_id=thread_id))
-                await tx.save(data=data, status="running")
+                opening = [NewEvent(ev.SPAN_MODEL_START, {}, thread_id=thread_id)]
+                if tx.session.status == "rescheduling":
+                    opening.insert(0, NewEvent(ev.STATUS_RUNNING, {}, thread_id=thread_id))
+                    tx.save(status="running")
+                span_start_id = (await tx.append(*opening))[-1].id
         request = ModelRequest(
-            model=model_id,
+            model=agent["model"]["id"],
             system=agent.get("system"),
             messages=await self._history(session_id),
             tools=[],
             effort=(agent["model"].get("effort") or {}).get("type"),
         )
-        async with self.journal.transaction(session_id) as tx:
-            (start,) = await tx.append(NewEvent(ev.SPAN_MODEL_START, {}, thread_id=thread_id))
         message_id = new_id("event")
         try:
             response = await self._stream(session_id, request, message_id)
         except ModelError as exc:
-            await self._model_failed(session_id, start.id, exc, attempt)
+            await self._model_failed(session_id, span_start_id, exc, attempt)
             return
-        await self._model_succeeded(session_id, start.id, message_id, response)
+        await self._model_succeeded(session_id, span_start_id, message_id, response)
 
     async def _stream(self, session_id: str, request: ModelRequest, message_id: str) -> ModelResponse:
         provider = self.models.provider_for(request.model)
@@ -195,7 +205,7 @@ class Loop:
             {"type": "text", "text": b.get("text", "")} for b in response.content if b.get("type") == "text"
         ]
         async with self.journal.transaction(session_id) as tx:
-            thread_id = tx.session.data.get("primary_thread_id")
+            thread_id = tx.session.data["primary_thread_id"]
             if text_blocks:
                 await tx.append(NewEvent(ev.AGENT_MESSAGE, {"content": text_blocks}, thread_id=thread_id,
                                          id=message_id))  # fmt: skip
@@ -215,22 +225,23 @@ class Loop:
     async def _model_failed(self, session_id: str, start_id: str, exc: ModelError, attempt: int) -> None:
         error_type = MODEL_ERROR_TYPES.get(exc.kind, "model_request_failed_error")
         retry = exc.retryable and attempt + 1 < self.retry.max_attempts
+        error = {"type": error_type, "message": exc.message,
+                 "retry_status": {"type": "retrying" if retry else "exhausted"}}  # fmt: skip
         log.warning(
             "model request failed", extra={"session_id": session_id, "kind": exc.kind, "attempt": attempt}
         )
         async with self.journal.transaction(session_id) as tx:
-            thread_id = tx.session.data.get("primary_thread_id")
+            thread_id = tx.session.data["primary_thread_id"]
             await tx.append(
                 NewEvent(ev.SPAN_MODEL_END, {"model_request_start_id": start_id, "is_error": True,
                                              "model_usage": model_usage(Usage())}, thread_id=thread_id),
-                NewEvent(ev.SESSION_ERROR, {"error": {"type": error_type, "message": exc.message,
-                         "retry_status": {"type": "retrying" if retry else "exhausted"}}}, thread_id=thread_id),
+                NewEvent(ev.SESSION_ERROR, {"error": error}, thread_id=thread_id),
             )  # fmt: skip
             if retry:
                 data = dict(tx.session.data)
                 data["attempt"] = attempt + 1
                 await tx.append(NewEvent(ev.STATUS_RESCHEDULED, {}, thread_id=thread_id))
-                await tx.save(data=data, status="rescheduling")
+                tx.save(data=data, status="rescheduling")
             else:
                 await self._set_idle(tx, {"type": "retries_exhausted"}, None, usage=Usage())
         if retry:
@@ -239,27 +250,23 @@ class Loop:
     async def _set_idle(
         self, tx: Tx, stop: dict[str, Any], details: dict[str, Any] | None, *, usage: Usage
     ) -> None:
-        thread = await self.store.sessions.primary_thread(tx.conn, tx.session.id)
+        thread_id = tx.session.data["primary_thread_id"]
         name = tx.session.data["agent"]["name"]
         data = dict(tx.session.data)
         data["usage"] = add_usage(data["usage"], usage)
         data["active_us"] = data.get("active_us", 0) + max(0, tx.at - (data.get("running_since") or tx.at))
         data["running_since"] = None
         data["attempt"] = 0
+        data["turns"] = data.get("turns", 0) + 1
         idle: dict[str, Any] = {"stop_reason": stop}
         if details is not None:
             idle["stop_details"] = details
         await tx.append(
-            NewEvent(ev.THREAD_IDLE, {"session_thread_id": thread.id, "agent_name": name, **idle},
-                     thread_id=thread.id),
-            NewEvent(ev.STATUS_IDLE, idle, thread_id=thread.id),
+            NewEvent(ev.THREAD_IDLE, {"session_thread_id": thread_id, "agent_name": name, **idle},
+                     thread_id=thread_id),
+            NewEvent(ev.STATUS_IDLE, idle, thread_id=thread_id),
         )  # fmt: skip
-        await tx.save(data=data, status="idle")
-        tdata = dict(thread.data)
-        tdata["active_us"] = tdata.get("active_us", 0) + max(0, tx.at - (tdata.get("running_since") or tx.at))
-        tdata["running_since"] = None
-        tdata["usage"] = add_usage(tdata.get("usage") or thread_usage_zero(), usage)
-        await self.store.sessions.save_thread(tx.conn, thread.id, status="idle", data=tdata, at=tx.at)
+        tx.save(data=data, status="idle")
 
 
 def to_model_block(block: dict[str, Any]) -> dict[str, Any] | None:
@@ -283,10 +290,6 @@ def model_usage(u: Usage) -> dict[str, Any]:
         "cache_creation_input_tokens": u.cache_creation_input_tokens,
         "speed": None,
     }
-
-
-def thread_usage_zero() -> dict[str, Any]:
-    return {"input_tokens": 0, "output_tokens": 0, "cache_read_input_tokens": 0, "cache_creation": None}
 
 
 def add_usage(total: dict[str, Any], u: Usage) -> dict[str, Any]:

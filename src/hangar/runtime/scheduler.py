@@ -39,8 +39,9 @@ class Scheduler:
         try:
             while session_id in self._again:
                 self._again.discard(session_id)
-                while await self.loop.step(session_id):
-                    pass
+                step = await self.loop.step(session_id)
+                while step is not None:
+                    step = await self.loop.step(session_id, step)
         except asyncio.CancelledError:
             raise
         except Exception:

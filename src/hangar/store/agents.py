@@ -14,11 +14,10 @@ from collections.abc import Mapping
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from hangar.errors import Conflict, InvalidRequest, NotFound
 from hangar.ids import new_id
-from hangar.store.db import Database, now_us
+from hangar.store.db import Conn, Database, now_us
 from hangar.store.paging import keyset_page
 from hangar.store.schema import agent_versions, agents
 from hangar.wire.agents import (
@@ -88,7 +87,7 @@ class AgentStore:
             return await self._get(conn, workspace_id, agent_id, version)
 
     async def _agent_row(
-        self, conn: AsyncConnection, workspace_id: str, agent_id: str, *, lock: bool = False
+        self, conn: Conn, workspace_id: str, agent_id: str, *, lock: bool = False
     ) -> sa.RowMapping | None:
         stmt = sa.select(agents).where(agents.c.id == agent_id, agents.c.workspace_id == workspace_id)
         if lock:
@@ -96,7 +95,7 @@ class AgentStore:
         row = (await conn.execute(stmt)).first()
         return None if row is None else row._mapping
 
-    async def _version_row(self, conn: AsyncConnection, agent_id: str, version: int) -> sa.RowMapping | None:
+    async def _version_row(self, conn: Conn, agent_id: str, version: int) -> sa.RowMapping | None:
         row = (
             await conn.execute(
                 sa.select(agent_versions).where(
@@ -107,7 +106,7 @@ class AgentStore:
         return None if row is None else row._mapping
 
     async def _get(
-        self, conn: AsyncConnection, workspace_id: str, agent_id: str, version: int | None
+        self, conn: Conn, workspace_id: str, agent_id: str, version: int | None
     ) -> dict[str, Any] | None:
         row = await self._agent_row(conn, workspace_id, agent_id)
         if row is None:
@@ -304,12 +303,12 @@ class AgentStore:
         if not valid_agent_id(agent_id):
             raise InvalidRequest(INVALID_AGENT_ID)
 
-    async def _resolve(self, conn: AsyncConnection, workspace_id: str, draft: Draft) -> None:
+    async def _resolve(self, conn: Conn, workspace_id: str, draft: Draft) -> None:
         """Check each newly sent roster reference and pin it to a version."""
         for pending in draft.pending:
             await self._resolve_one(conn, workspace_id, pending)
 
-    async def _resolve_one(self, conn: AsyncConnection, workspace_id: str, pending: PendingRef) -> None:
+    async def _resolve_one(self, conn: Conn, workspace_id: str, pending: PendingRef) -> None:
         ref = pending.ref
         ref_id = ref["id"]
         row = await self._agent_row(conn, workspace_id, ref_id) if valid_agent_id(ref_id) else None

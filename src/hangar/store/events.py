@@ -10,11 +10,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from hangar.errors import InvalidRequest
 from hangar.ids import new_id
-from hangar.store.db import Database, now_us
+from hangar.store.db import Conn, Database, now_us
 from hangar.store.schema import events, sessions
 from hangar.wire.common import ts
 
@@ -84,22 +83,34 @@ class EventStore:
         self.db = db
 
     async def append(
-        self, conn: AsyncConnection, session_id: str, new: list[NewEvent], *, at: int | None = None
+        self, conn: Conn, session_id: str, new: list[NewEvent], *, at: int | None = None
     ) -> list[StoredEvent]:
-        """Append events inside an open write transaction; returns them with ids and sequence numbers."""
+        """Append events inside an open write transaction, reading and advancing the session's
+        sequence counter itself; returns them with ids and sequence numbers."""
         if not new:
             return []
-        at = at or now_us()
         last = await conn.scalar(
             self.db.for_update(sa.select(sessions.c.last_seq).where(sessions.c.id == session_id))
         )
         if last is None:
             raise LookupError(session_id)
+        out = await self.insert(conn, session_id, new, after_seq=last, at=at)
+        await conn.execute(
+            sessions.update().where(sessions.c.id == session_id).values(last_seq=last + len(new))
+        )
+        return out
+
+    async def insert(
+        self, conn: Conn, session_id: str, new: list[NewEvent], *, after_seq: int, at: int | None = None
+    ) -> list[StoredEvent]:
+        """Insert events numbered from ``after_seq + 1``; the caller advances ``sessions.last_seq``
+        in the same transaction (the journal does, together with the state change)."""
+        at = at or now_us()
         out: list[StoredEvent] = []
         rows: list[dict[str, Any]] = []
         for offset, ev in enumerate(new, start=1):
             stored = StoredEvent(
-                seq=last + offset,
+                seq=after_seq + offset,
                 id=ev.id or new_id("event"),
                 type=ev.type,
                 thread_id=ev.thread_id,
@@ -121,13 +132,10 @@ class EventStore:
                 }
             )
         await conn.execute(events.insert(), rows)
-        await conn.execute(
-            sessions.update().where(sessions.c.id == session_id).values(last_seq=last + len(new))
-        )
         return out
 
     async def mark_processed(
-        self, conn: AsyncConnection, session_id: str, seqs: list[int], at: int | None = None
+        self, conn: Conn, session_id: str, seqs: list[int], at: int | None = None
     ) -> int:
         if not seqs:
             return 0
@@ -230,5 +238,5 @@ class EventStore:
         next_page = _encode_seq_cursor(rows[-1].seq, order) if more and rows else None
         return rows, next_page
 
-    async def delete_session(self, conn: AsyncConnection, session_id: str) -> None:
+    async def delete_session(self, conn: Conn, session_id: str) -> None:
         await conn.execute(events.delete().where(events.c.session_id == session_id))

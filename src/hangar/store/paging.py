@@ -9,9 +9,9 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from hangar.errors import InvalidRequest
+from hangar.store.db import Conn
 
 Order = Literal["asc", "desc"]
 Direction = Literal["next", "prev"]
@@ -52,7 +52,7 @@ class Page:
 
 
 async def keyset_page(
-    conn: AsyncConnection,
+    conn: Conn,
     stmt: sa.Select[Any],
     created_col: sa.ColumnElement[int],
     id_col: sa.ColumnElement[str],

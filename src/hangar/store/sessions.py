@@ -6,9 +6,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection
 
-from hangar.store.db import Database, now_us
+from hangar.store.db import Conn, Database, now_us
 from hangar.store.paging import Order, Page, keyset_page
 from hangar.store.schema import session_resources, sessions, threads
 
@@ -64,7 +63,7 @@ class SessionStore:
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    async def insert(self, conn: AsyncConnection, record: SessionRecord) -> None:
+    async def insert(self, conn: Conn, record: SessionRecord) -> None:
         await conn.execute(sessions.insert().values(**record.__dict__))
 
     async def get(self, workspace_id: str | None, session_id: str) -> SessionRecord | None:
@@ -72,7 +71,7 @@ class SessionStore:
             return await self.get_in(conn, workspace_id, session_id)
 
     async def get_in(
-        self, conn: AsyncConnection, workspace_id: str | None, session_id: str, *, lock: bool = False
+        self, conn: Conn, workspace_id: str | None, session_id: str, *, lock: bool = False
     ) -> SessionRecord | None:
         stmt = sa.select(sessions).where(sessions.c.id == session_id)
         if workspace_id is not None:
@@ -84,7 +83,7 @@ class SessionStore:
 
     async def save(
         self,
-        conn: AsyncConnection,
+        conn: Conn,
         session_id: str,
         *,
         data: dict[str, Any] | None = None,
@@ -149,14 +148,14 @@ class SessionStore:
         async with self.db.read() as conn:
             return [r[0] for r in (await conn.execute(stmt)).all()]
 
-    async def delete(self, conn: AsyncConnection, session_id: str) -> None:
+    async def delete(self, conn: Conn, session_id: str) -> None:
         await conn.execute(session_resources.delete().where(session_resources.c.session_id == session_id))
         await conn.execute(threads.delete().where(threads.c.session_id == session_id))
         await conn.execute(sessions.delete().where(sessions.c.id == session_id))
 
     # threads -------------------------------------------------------------------------------
 
-    async def insert_thread(self, conn: AsyncConnection, record: ThreadRecord) -> None:
+    async def insert_thread(self, conn: Conn, record: ThreadRecord) -> None:
         await conn.execute(threads.insert().values(**record.__dict__))
 
     async def threads_of(self, session_id: str, statuses: tuple[str, ...] = ()) -> list[ThreadRecord]:
@@ -176,7 +175,7 @@ class SessionStore:
             ).first()
         return _thread(row) if row is not None else None
 
-    async def primary_thread(self, conn: AsyncConnection, session_id: str) -> ThreadRecord:
+    async def primary_thread(self, conn: Conn, session_id: str) -> ThreadRecord:
         row = (
             await conn.execute(
                 sa.select(threads).where(
@@ -189,7 +188,7 @@ class SessionStore:
 
     async def save_thread(
         self,
-        conn: AsyncConnection,
+        conn: Conn,
         thread_id: str,
         *,
         status: str | None = None,
@@ -209,7 +208,7 @@ class SessionStore:
     # resources -----------------------------------------------------------------------------
 
     async def insert_resource(
-        self, conn: AsyncConnection, session_id: str, resource: dict[str, Any], secret: str | None = None
+        self, conn: Conn, session_id: str, resource: dict[str, Any], secret: str | None = None
     ) -> None:
         at = now_us()
         await conn.execute(
@@ -238,7 +237,7 @@ class SessionStore:
                 out[sid].append(data)
         return out
 
-    async def delete_resource(self, conn: AsyncConnection, session_id: str, resource_id: str) -> bool:
+    async def delete_resource(self, conn: Conn, session_id: str, resource_id: str) -> bool:
         result = await conn.execute(
             session_resources.delete().where(
                 session_resources.c.session_id == session_id, session_resources.c.id == resource_id

@@ -70,8 +70,20 @@ def thread_agent(snapshot: dict[str, Any]) -> dict[str, Any]:
     return {k: snapshot.get(k) for k in keys}
 
 
-def thread_wire(rec: ThreadRecord, now: int) -> dict[str, Any]:
+def thread_wire(rec: ThreadRecord, now: int, session: SessionRecord | None = None) -> dict[str, Any]:
+    """A thread as the API shows it. The primary thread mirrors its session: pass the session
+    record and its status, timing and usage are read from there (one row per turn to write)."""
     data = rec.data
+    status = rec.status
+    if session is not None and rec.parent_thread_id is None:
+        sdata = session.data
+        data = {**data, "first_status_at": sdata.get("first_run_at"), "active_us": sdata.get("active_us", 0),
+                "running_since": sdata.get("running_since")}  # fmt: skip
+        if sdata.get("turns"):
+            usage = sdata["usage"]
+            data["usage"] = {k: usage.get(k) for k in ("input_tokens", "output_tokens", "cache_read_input_tokens",
+                                                       "cache_creation")}  # fmt: skip
+        status = session.status
     started = data.get("first_status_at")
     stats = None
     if started is not None:
@@ -86,7 +98,7 @@ def thread_wire(rec: ThreadRecord, now: int) -> dict[str, Any]:
         "session_id": rec.session_id,
         "parent_thread_id": rec.parent_thread_id,
         "agent": data["agent"],
-        "status": rec.status,
+        "status": status,
         "stats": stats,
         "usage": data.get("usage"),
         "workflow_run_id": None,

@@ -77,7 +77,6 @@ async def send_events(
     if system and (system[0] != len(parsed) - 1 or len(parsed) < 2):
         raise InvalidRequest(f"events[{system[0]}]: a system.message must be the last event, right after "
                              "the user.message, user.tool_result or user.custom_tool_result it accompanies")  # fmt: skip
-    await load_session(svc, who, session_id)
     stored = await _append_inputs(svc, who, session_id, parsed)
     svc.scheduler.wake(session_id)
     return {"data": [e.wire() for e in stored]}

@@ -8,9 +8,9 @@ from fastapi import APIRouter, Depends, Request
 
 from hangar.domain.sessions import check_budget, check_title, create_session
 from hangar.errors import InvalidRequest, NotFound
-from hangar.ids import new_id
 from hangar.http.auth import Principal, principal
 from hangar.http.deps import json_body, query_bool, query_int, query_list, query_order, services
+from hangar.ids import new_id
 from hangar.services import Services
 from hangar.store.bus import Closed
 from hangar.store.db import now_us
@@ -137,7 +137,7 @@ async def update(session_id: str, request: Request, who: Principal = Depends(pri
                 data["agent"] = changed["agent"] = changed_agent
         if changed:
             await tx.append(NewEvent(ev.SESSION_UPDATED, changed, thread_id=data.get("primary_thread_id")))
-            await tx.save(data=data)
+            tx.save(data=data)
     return await render(svc, await load_session(svc, who, session_id))
 
 
@@ -183,7 +183,7 @@ async def archive(session_id: str, request: Request, who: Principal = Depends(pr
                 NewEvent(ev.STATUS_TERMINATED, {}, thread_id=thread.id),
             )  # fmt: skip
             await svc.store.sessions.save_thread(tx.conn, thread.id, status="terminated", at=tx.at)
-            await tx.save(status="terminated", archived_at=tx.at)
+            tx.save(status="terminated", archived_at=tx.at)
     return await render(svc, await load_session(svc, who, session_id))
 
 

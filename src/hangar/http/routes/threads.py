@@ -15,18 +15,20 @@ from hangar.http.routes.sessions import load_session
 from hangar.http.sse import event_stream
 from hangar.services import Services
 from hangar.store.db import now_us
-from hangar.store.sessions import ThreadRecord
+from hangar.store.sessions import SessionRecord, ThreadRecord
 from hangar.wire.sessions import STATUSES, thread_wire
 
 router = APIRouter(prefix="/v1/sessions/{session_id}/threads")
 
 
-async def load_thread(svc: Services, who: Principal, session_id: str, thread_id: str) -> ThreadRecord:
-    await load_session(svc, who, session_id)
+async def load_thread(
+    svc: Services, who: Principal, session_id: str, thread_id: str
+) -> tuple[ThreadRecord, SessionRecord]:
+    session = await load_session(svc, who, session_id)
     thread = await svc.store.sessions.thread(session_id, thread_id)
     if thread is None:
         raise NotFound(f"Thread {thread_id} not found.")
-    return thread
+    return thread, session
 
 
 @router.get("")
@@ -34,7 +36,7 @@ async def list_threads(
     session_id: str, request: Request, who: Principal = Depends(principal)
 ) -> dict[str, Any]:
     svc = services(request)
-    await load_session(svc, who, session_id)
+    session = await load_session(svc, who, session_id)
     statuses = tuple(query_list(request, "statuses"))
     for s in statuses:
         if s not in STATUSES:
@@ -42,7 +44,9 @@ async def list_threads(
                 f'statuses: "{s}" is not a valid value; expected one of {", ".join(STATUSES)}'
             )
     limit = query_int(request, "limit", 1000, 1, 1000)
-    threads = await svc.store.sessions.threads_of(session_id, statuses)
+    now = now_us()
+    threads = [t for t in await svc.store.sessions.threads_of(session_id)
+               if not statuses or thread_wire(t, now, session)["status"] in statuses]  # fmt: skip
     start = 0
     page = request.query_params.get("page")
     if page:
@@ -63,20 +67,22 @@ async def list_threads(
 async def retrieve(session_id: str, thread_id: str, request: Request,
                    who: Principal = Depends(principal)) -> dict[str, Any]:  # fmt: skip
     svc = services(request)
-    return thread_wire(await load_thread(svc, who, session_id, thread_id), now_us())
+    thread, session = await load_thread(svc, who, session_id, thread_id)
+    return thread_wire(thread, now_us(), session)
 
 
 @router.post("/{thread_id}/archive")
 async def archive(session_id: str, thread_id: str, request: Request,
                   who: Principal = Depends(principal)) -> dict[str, Any]:  # fmt: skip
     svc = services(request)
-    thread = await load_thread(svc, who, session_id, thread_id)
+    thread, _ = await load_thread(svc, who, session_id, thread_id)
     if thread.parent_thread_id is None:
         raise InvalidRequest("The primary thread cannot be archived; archive the session instead.")
     if thread.archived_at is None:  # pragma: no cover - child threads arrive with multiagent support
         async with svc.store.db.write() as conn:
             await svc.store.sessions.save_thread(conn, thread_id, status="terminated", archived_at=now_us())
-    return thread_wire(await load_thread(svc, who, session_id, thread_id), now_us())
+    thread, session = await load_thread(svc, who, session_id, thread_id)
+    return thread_wire(thread, now_us(), session)
 
 
 @router.get("/{thread_id}/events")
