@@ -73,10 +73,36 @@ class Settings(BaseSettings):
     anthropic_timeout_s: float = Field(
         default=600.0, gt=0, description="Timeout of one upstream model request, in seconds."
     )
+    openai_base_url: str | None = Field(
+        default=None,
+        description=(
+            "Base URL of an OpenAI-compatible chat-completions API for the `openai` provider, "
+            "ending in `/v1` (e.g. `http://127.0.0.1:8000/v1` for vLLM, `http://127.0.0.1:11434/v1` "
+            "for Ollama)."
+        ),
+    )
+    openai_api_key: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("HANGAR_OPENAI_API_KEY", "OPENAI_API_KEY"),
+        description=(
+            "API key for the `openai` provider, sent as a bearer token (`OPENAI_API_KEY` also read; "
+            "unset: no `Authorization` header, as most local servers want)."
+        ),
+    )
+    openai_timeout_s: float = Field(
+        default=600.0, gt=0, description="Timeout of the `openai` provider's requests, in seconds (per read)."
+    )
+    openai_model_map: dict[str, str] = Field(
+        default_factory=dict,
+        description=(
+            "JSON object mapping Hangar model ids to the upstream model names the `openai` provider "
+            'sends, e.g. `{"local-llama": "meta-llama/Llama-3.1-8B-Instruct"}`; unmapped ids are sent as is.'
+        ),
+    )
     model_routes: dict[str, str] = Field(
         default_factory=lambda: dict(DEFAULT_MODEL_ROUTES),
         description=(
-            "JSON object mapping model-id glob patterns to providers (`anthropic`, `scripted`). "
+            "JSON object mapping model-id glob patterns to providers (`anthropic`, `openai`, `scripted`). "
             "The first matching pattern wins; unmatched models use `default_provider`."
         ),
     )

@@ -93,14 +93,14 @@ async def test_anthropic_without_key_fails_clearly_on_use() -> None:
 @pytest.mark.parametrize(
     ("kw", "message"),
     [
-        ({"model_routes": {"x*": "openai"}}, "model_routes['x*']: unknown provider 'openai'"),
+        ({"model_routes": {"x*": "gemini"}}, "model_routes['x*']: unknown provider 'gemini'"),
         ({"default_provider": "nope"}, "default_provider: unknown provider 'nope'"),
     ],
 )
 def test_unknown_provider_names_are_rejected(kw: dict[str, object], message: str) -> None:
     with pytest.raises(ValueError) as info:
         ModelRouter(settings(**kw))
-    assert str(info.value) == f"{message}; expected one of anthropic, scripted"
+    assert str(info.value) == f"{message}; expected one of anthropic, openai, scripted"
 
 
 class Recording:

@@ -8,6 +8,7 @@ from collections.abc import Callable, Mapping
 from hangar.config import Settings
 from hangar.runtime.models.anthropic import AnthropicProvider
 from hangar.runtime.models.base import ModelProvider
+from hangar.runtime.models.openai_compat import OpenAICompatProvider
 from hangar.runtime.models.scripted import ScriptedProvider
 
 
@@ -20,12 +21,23 @@ def _anthropic(settings: Settings) -> ModelProvider:
     )
 
 
+def _openai(settings: Settings) -> ModelProvider:
+    key = settings.openai_api_key
+    return OpenAICompatProvider(
+        base_url=settings.openai_base_url,
+        api_key=key.get_secret_value() if key is not None else None,
+        timeout_s=settings.openai_timeout_s,
+        model_map=settings.openai_model_map,
+    )
+
+
 def _scripted(settings: Settings) -> ModelProvider:
     return ScriptedProvider(latency_ms=settings.scripted_latency_ms, script=settings.scripted_script)
 
 
 FACTORIES: Mapping[str, Callable[[Settings], ModelProvider]] = {
     "anthropic": _anthropic,
+    "openai": _openai,
     "scripted": _scripted,
 }
 PROVIDER_NAMES: tuple[str, ...] = tuple(FACTORIES)
