@@ -24,6 +24,7 @@ from typing import Any
 
 from hangar.config import Settings
 from hangar.ids import new_id
+from hangar.runtime.context import ConversationCache
 from hangar.runtime.journal import Journal, Tx
 from hangar.runtime.models.base import ModelError, ModelRequest, ModelResponse, TextDelta, Usage
 from hangar.runtime.models.router import ModelRouter
@@ -34,7 +35,6 @@ from hangar.wire import events as ev
 
 log = logging.getLogger(__name__)
 
-HISTORY_TYPES = (ev.USER_MESSAGE, ev.AGENT_MESSAGE, ev.SYSTEM_MESSAGE)
 MODEL_ERROR_TYPES = {
     "overloaded": "model_overloaded_error",
     "rate_limited": "model_rate_limited_error",
@@ -82,6 +82,7 @@ class Loop:
         self.models = models
         self.settings = settings
         self.retry = RetryPolicy(max_attempts=settings.model_max_attempts)
+        self.context = ConversationCache(store.events)
 
     async def state(self, session_id: str) -> tuple[State, list[StoredEvent]]:
         """Read the session's state from the store (the log and the session row)."""
@@ -126,23 +127,6 @@ class Loop:
             tx.save(data=data, status="running")
         return start.id
 
-    async def _history(self, session_id: str) -> list[dict[str, Any]]:
-        """The conversation as Messages-API turns, rebuilt from the log."""
-        messages: list[dict[str, Any]] = []
-        for e in await self.store.events.history(session_id, HISTORY_TYPES):
-            if e.processed_at is None:
-                continue
-            role = "assistant" if e.type == ev.AGENT_MESSAGE else "user"
-            blocks = [to_model_block(b) for b in e.data.get("content", [])]
-            blocks = [b for b in blocks if b is not None]
-            if not blocks:
-                continue
-            if messages and messages[-1]["role"] == role:
-                messages[-1]["content"].extend(blocks)
-            else:
-                messages.append({"role": role, "content": blocks})
-        return messages
-
     async def _model_turn(self, session_id: str, span_start_id: str | None) -> None:
         session = await self.store.sessions.get(None, session_id)
         if session is None or session.status not in ("running", "rescheduling"):
@@ -161,7 +145,7 @@ class Loop:
         request = ModelRequest(
             model=agent["model"]["id"],
             system=agent.get("system"),
-            messages=await self._history(session_id),
+            messages=await self.context.messages(session_id),
             tools=[],
             effort=(agent["model"].get("effort") or {}).get("type"),
         )
@@ -267,19 +251,6 @@ class Loop:
             NewEvent(ev.STATUS_IDLE, idle, thread_id=thread_id),
         )  # fmt: skip
         tx.save(data=data, status="idle")
-
-
-def to_model_block(block: dict[str, Any]) -> dict[str, Any] | None:
-    """A stored content block → the Messages API's form (files are referenced by name only)."""
-    kind = block.get("type")
-    if kind == "text":
-        return {"type": "text", "text": block.get("text", "")}
-    if kind in ("image", "document"):
-        source = block.get("source", {})
-        if source.get("type") == "file":
-            return {"type": "text", "text": f"[attached file {source.get('file_id')}]"}
-        return {k: v for k, v in block.items() if v is not None}
-    return None
 
 
 def model_usage(u: Usage) -> dict[str, Any]:

@@ -161,10 +161,10 @@ class EventStore:
         async with self.db.read() as conn:
             return [_stored(r) for r in (await conn.execute(stmt)).all()]
 
-    async def history(self, session_id: str, types: tuple[str, ...]) -> list[StoredEvent]:
+    async def history(self, session_id: str, types: tuple[str, ...], after_seq: int = 0) -> list[StoredEvent]:
         stmt = (
             sa.select(events)
-            .where(events.c.session_id == session_id, events.c.type.in_(types))
+            .where(events.c.session_id == session_id, events.c.type.in_(types), events.c.seq > after_seq)
             .order_by(events.c.seq)
         )
         async with self.db.read() as conn:

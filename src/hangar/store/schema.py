@@ -100,6 +100,14 @@ events = sa.Table(
     sa.Column("processed_at", Micros, nullable=True),
     sa.Column("data", sa.JSON, nullable=False),
     sa.Index("ix_events_session_type", "session_id", "type"),
+    # Client input the loop has not consumed yet: a handful of rows at any time.
+    sa.Index(
+        "ix_events_pending",
+        "session_id",
+        "seq",
+        sqlite_where=sa.text("processed_at IS NULL"),
+        postgresql_where=sa.text("processed_at IS NULL"),
+    ),
 )
 
 threads = sa.Table(

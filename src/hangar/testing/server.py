@@ -45,7 +45,7 @@ class ServerProcess:
 
     def start(self, timeout: float = 30.0) -> ServerProcess:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("HANGAR_", "ANTHROPIC_"))}
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("HANGAR_", "ANTHROPIC_", "OPENAI_"))}
         env.update({"HANGAR_API_KEY": self.api_key, "PYTHONUNBUFFERED": "1"})
         env.update(self.extra_env)
         cmd = [
