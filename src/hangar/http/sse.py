@@ -74,26 +74,35 @@ async def event_stream(
                     if include(e):
                         yield frame(e.type, e.wire(), e.id)
             try:
-                item = await asyncio.wait_for(sub.queue.get(), timeout=ping_every)
+                first = await asyncio.wait_for(sub.queue.get(), timeout=ping_every)
             except TimeoutError:
                 yield PING
                 continue
-            if isinstance(item, Closed):
-                gone = {"id": item.event_id, "type": ev.SESSION_DELETED, "processed_at": ts(item.at)}
-                yield frame(ev.SESSION_DELETED, gone, item.event_id)
-                return
-            if isinstance(item, Preview):
-                yield frame(item.payload["type"], item.payload)
-                continue
-            if item.seq <= delivered:
-                continue
-            if item.seq > delivered + 1:
-                # A gap: events committed by someone whose publish we have not seen yet, or
-                # dropped while lagged. The log has them.
-                async for e in catch_up():
-                    if include(e):
-                        yield frame(e.type, e.wire(), e.id)
-                continue
-            delivered = item.seq
-            if include(item):
-                yield frame(item.type, item.wire(), item.id)
+            # Everything already queued goes out in one write.
+            items = [first]
+            while not sub.queue.empty():
+                items.append(sub.queue.get_nowait())
+            out: list[bytes] = []
+            for item in items:
+                if isinstance(item, Closed):
+                    gone = {"id": item.event_id, "type": ev.SESSION_DELETED, "processed_at": ts(item.at)}
+                    out.append(frame(ev.SESSION_DELETED, gone, item.event_id))
+                    yield b"".join(out)
+                    return
+                if isinstance(item, Preview):
+                    out.append(frame(item.payload["type"], item.payload))
+                    continue
+                if item.seq <= delivered:
+                    continue
+                if item.seq > delivered + 1:
+                    # A gap: events committed by someone whose publish we have not seen yet,
+                    # or dropped while lagged. The log has them.
+                    async for e in catch_up():
+                        if include(e):
+                            out.append(frame(e.type, e.wire(), e.id))
+                    continue
+                delivered = item.seq
+                if include(item):
+                    out.append(frame(item.type, item.wire(), item.id))
+            if out:
+                yield b"".join(out)

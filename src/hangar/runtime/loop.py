@@ -86,10 +86,10 @@ class Loop:
 
     async def state(self, session_id: str) -> tuple[State, list[StoredEvent]]:
         """Read the session's state from the store (the log and the session row)."""
-        session = await self.store.sessions.get(None, session_id)
-        if session is None or session.status == "terminated":
+        status = await self.store.sessions.status(session_id)
+        if status is None or status == "terminated":
             return State.TERMINATED, []
-        if session.status in ("running", "rescheduling"):
+        if status in ("running", "rescheduling"):
             return State.MODEL_REQUEST, []
         pending = await self.store.events.pending(session_id)
         turn_inputs = [e for e in pending if e.type in (ev.USER_MESSAGE, ev.SYSTEM_MESSAGE)]

@@ -231,7 +231,8 @@ class SqliteDatabase(Database):
         @sa.event.listens_for(self.engine, "begin")
         def _on_begin(conn: sa.Connection) -> None:
             mode = "IMMEDIATE" if conn.get_execution_options().get("hangar_write") else "DEFERRED"
-            conn.exec_driver_sql(f"BEGIN {mode}")
+            # Straight to the driver: this runs on every transaction of the hot path.
+            conn.connection.driver_connection.execute(f"BEGIN {mode}")  # type: ignore[union-attr]
 
     def _writer_conn(self) -> sa.Connection:
         # Runs on the writer thread only; the connection lives as long as the database.

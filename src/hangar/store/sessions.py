@@ -70,6 +70,12 @@ class SessionStore:
         async with self.db.read() as conn:
             return await self.get_in(conn, workspace_id, session_id)
 
+    async def status(self, session_id: str) -> str | None:
+        """Just the status (the loop asks after every turn; the full row carries the agent)."""
+        async with self.db.read() as conn:
+            found = await conn.scalar(sa.select(sessions.c.status).where(sessions.c.id == session_id))
+        return str(found) if found is not None else None
+
     async def get_in(
         self, conn: Conn, workspace_id: str | None, session_id: str, *, lock: bool = False
     ) -> SessionRecord | None:
