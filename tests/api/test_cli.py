@@ -251,6 +251,34 @@ def test_signal_stops_gracefully_with_status_0(make_server: object, sig: signal.
     assert "Traceback" not in srv.log()
 
 
+def test_sigterm_ends_open_event_streams_cleanly_and_promptly(make_server: object) -> None:
+    """An open event stream (the normal state of a busy server) must not hold the shutdown:
+    it ends cleanly, so the client sees the end of the stream (and may reconnect), not an error."""
+    srv: ServerProcess = make_server()  # type: ignore[operator]
+    assert srv.proc is not None
+    with anthropic.Anthropic(base_url=srv.base_url, api_key=srv.api_key, max_retries=0) as client:
+        env = client.beta.environments.create(name="shutdown")
+        agent = client.beta.agents.create(name="shutdown", model="scripted")
+        session = client.beta.sessions.create(agent=agent.id, environment_id=env.id)
+        seen: list[str] = []
+        with client.beta.sessions.events.stream(session.id) as stream:
+            client.beta.sessions.events.send(
+                session.id, events=[{"type": "user.message", "content": [{"type": "text", "text": "hi"}]}]
+            )
+            for event in stream:
+                seen.append(event.type)
+                if event.type == "session.status_idle":
+                    break
+            started = time.monotonic()
+            srv.proc.send_signal(signal.SIGTERM)
+            assert list(stream) == []  # the stream ends without an error
+        code = srv.proc.wait(15)
+    assert code == 0, srv.log()
+    assert time.monotonic() - started < 4
+    assert "agent.message" in seen
+    assert "Traceback" not in srv.log() and "ERROR" not in srv.log()
+
+
 def test_invalid_setting_is_a_clear_error(tmp_path: Path) -> None:
     done = hangar("serve", env={"HANGAR_PORT": "99999"}, cwd=tmp_path)
     assert done.returncode == 2
@@ -351,11 +379,13 @@ def test_doctor_failures(tmp_path: Path) -> None:
     assert checks["sandbox bwrap"][0] == "FAIL"
     assert "No permissions to create new namespace" in checks["sandbox bwrap"][1]
 
-    env = {**fake_tools(tmp_path, bwrap="exit 0"), "HANGAR_MODEL_ROUTES": '{"gpt-*": "openai"}'}
+    env = {**fake_tools(tmp_path, bwrap="exit 0"), "HANGAR_MODEL_ROUTES": '{"gpt-*": "nonesuch"}'}
     env["HANGAR_ANTHROPIC_BASE_URL"] = "api.example.com"
     code, checks = doctor(tmp_path, env)
     assert code == 1
-    assert checks["model routes"][0] == "FAIL" and "unknown provider(s): openai" in checks["model routes"][1]
+    assert (
+        checks["model routes"][0] == "FAIL" and "unknown provider(s): nonesuch" in checks["model routes"][1]
+    )
     assert checks["upstream"][0] == "FAIL" and "not an http(s) URL" in checks["upstream"][1]
 
     code, checks = doctor(

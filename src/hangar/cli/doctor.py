@@ -22,11 +22,10 @@ from pydantic import ValidationError
 from hangar.cli.common import DatabaseUrl, DataDir
 from hangar.cli.database import display_url, schema_status
 from hangar.config import Settings
+from hangar.runtime.models.router import PROVIDER_NAMES
 
 Level = Literal["OK", "WARN", "FAIL"]
 
-#: Providers a model route may name. Keep in step with the runtime's provider registry.
-KNOWN_PROVIDERS = ("anthropic", "scripted")
 DEFAULT_UPSTREAM = "https://api.anthropic.com"
 #: What the sandbox needs from bubblewrap: new namespaces, a read-only root, /proc and /dev.
 BWRAP_PROBE = ("--unshare-all", "--die-with-parent", "--ro-bind", "/", "/", "--proc", "/proc",
@@ -118,7 +117,7 @@ def check_tool(name: str, package: str, without: str) -> Check:
 
 def check_models(settings: Settings) -> Iterator[Check]:
     providers = set(settings.model_routes.values()) | {settings.default_provider}
-    unknown = sorted(providers - set(KNOWN_PROVIDERS))
+    unknown = sorted(providers - set(PROVIDER_NAMES))
     routes = ", ".join(f"{pattern} -> {provider}" for pattern, provider in settings.model_routes.items())
     summary = f"{routes or 'none'}; otherwise -> {settings.default_provider}"
     if unknown:
@@ -126,7 +125,7 @@ def check_models(settings: Settings) -> Iterator[Check]:
             "FAIL",
             "model routes",
             f"{summary}; unknown provider(s): {', '.join(unknown)}",
-            f"use one of: {', '.join(KNOWN_PROVIDERS)} (HANGAR_MODEL_ROUTES, HANGAR_DEFAULT_PROVIDER)",
+            f"use one of: {', '.join(PROVIDER_NAMES)} (HANGAR_MODEL_ROUTES, HANGAR_DEFAULT_PROVIDER)",
         )
     else:
         yield Check("OK", "model routes", summary)

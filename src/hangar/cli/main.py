@@ -23,6 +23,7 @@ from hangar.cli.database import SchemaNotReady, display_url, prepare_database, s
 from hangar.cli.doctor import doctor
 from hangar.cli.keys import keys_app, startup_keys
 from hangar.cli.reference import config_reference
+from hangar.http.middleware import draining_event
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Hangar: self-hosted Managed Agents.")
 app.add_typer(keys_app, name="keys")
@@ -50,6 +51,11 @@ class _Server(uvicorn.Server):
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        # Tell open event streams to end now; uvicorn then waits only for ordinary requests.
+        draining_event(self.config.app).set()
+        await super().shutdown(sockets)
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)

@@ -1,16 +1,68 @@
-"""Pure ASGI middleware: request ids and the request-body limit.
+"""Pure ASGI middleware: request ids, the request-body limit, and draining event streams.
 
 Written as raw ASGI (not ``BaseHTTPMiddleware``) so streaming responses pass through untouched.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import secrets
+from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from hangar.http.errors import error_body
+
+
+def draining_event(app: Any) -> asyncio.Event:
+    """The app's "shutting down" signal (created on first use, kept in ``app.state``).
+
+    The server sets it when a graceful shutdown begins: open event streams then end cleanly
+    (clients reconnect with ``Last-Event-ID``) instead of holding the shutdown until its timeout.
+    """
+    event: asyncio.Event | None = getattr(app.state, "draining", None)
+    if event is None:
+        event = asyncio.Event()
+        app.state.draining = event
+    return event
+
+
+async def _drainable(
+    app: ASGIApp, scope: Scope, receive: Receive, send: Send, draining: asyncio.Event
+) -> None:
+    """Run ``app``; if it is streaming ``text/event-stream`` when ``draining`` is set, stop it
+    and end the response properly. Any other response is left to finish on its own."""
+    streaming = asyncio.Event()
+
+    async def watch(message: Message) -> None:
+        if message["type"] == "http.response.start" and any(
+            k == b"content-type" and v.startswith(b"text/event-stream") for k, v in message.get("headers", [])
+        ):
+            streaming.set()
+        await send(message)
+
+    async def draining_while_streaming() -> None:
+        await draining.wait()
+        await streaming.wait()
+
+    task = asyncio.ensure_future(app(scope, receive, watch))
+    stopper = asyncio.ensure_future(draining_while_streaming())
+    try:
+        await asyncio.wait([task, stopper], return_when=asyncio.FIRST_COMPLETED)
+        if task.done():
+            task.result()  # re-raise what the app raised
+            return
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+    finally:
+        stopper.cancel()
+        if not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
 
 
 class RequestContext:
@@ -40,6 +92,9 @@ class RequestContext:
             await self._too_large(send_with_id, request_id)
             return
 
+        if scope["method"] == "GET" and "app" in scope:
+            await _drainable(self.app, scope, receive, send_with_id, draining_event(scope["app"]))
+            return
         if scope["method"] in ("GET", "HEAD", "DELETE", "OPTIONS"):
             await self.app(scope, receive, send_with_id)
             return
