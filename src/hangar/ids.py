@@ -6,6 +6,7 @@ Crockford base32 (ULID layout), so they sort by creation time within a prefix.
 
 from __future__ import annotations
 
+import base64
 import secrets
 import time
 from typing import Final, Literal
@@ -47,12 +48,18 @@ PREFIXES: Final[dict[Kind, str]] = {
 }
 
 
+# RFC 4648 base32 → Crockford's alphabet (lowercase, no i l o u), character for character.
+_TO_CROCKFORD: Final = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", _ALPHABET)
+
+
 def _encode(value: int, length: int) -> str:
-    chars = []
-    for _ in range(length):
-        chars.append(_ALPHABET[value & 31])
-        value >>= 5
-    return "".join(reversed(chars))
+    """``value`` as ``length`` Crockford base32 digits, most significant first."""
+    nbytes = (length * 5 + 7) // 8
+    pad = nbytes * 8 - length * 5
+    # base32 reads 5 bits per character from the left: left-align the value in whole bytes
+    # and the first `length` characters are its digits (the C codec beats a Python loop).
+    raw = (value << pad).to_bytes(nbytes, "big")
+    return base64.b32encode(raw).decode()[:length].translate(_TO_CROCKFORD)
 
 
 def new_id(kind: Kind) -> str:
