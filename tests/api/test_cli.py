@@ -388,6 +388,14 @@ def test_doctor_failures(tmp_path: Path) -> None:
     )
     assert checks["upstream"][0] == "FAIL" and "not an http(s) URL" in checks["upstream"][1]
 
+    env = {**fake_tools(tmp_path, bwrap="exit 0"), "HANGAR_MODEL_ROUTES": '{"llama-*": "openai"}'}
+    code, checks = doctor(tmp_path, env)
+    assert code == 1
+    assert checks["openai upstream"][0] == "FAIL" and "(llama-*)" in checks["openai upstream"][1]
+    assert "HANGAR_OPENAI_BASE_URL" in checks["openai upstream"][1]
+    code, checks = doctor(tmp_path, {**env, "HANGAR_OPENAI_BASE_URL": "http://127.0.0.1:11434/v1"})
+    assert code == 0 and checks["openai upstream"] == ("OK", "http://127.0.0.1:11434/v1")
+
     code, checks = doctor(
         tmp_path, fake_tools(tmp_path, bwrap="exit 0"), "--database-url", "postgresql://u:pw@127.0.0.1:1/x"
     )

@@ -146,21 +146,33 @@ def check_models(settings: Settings) -> Iterator[Check]:
     else:
         yield Check("OK", "anthropic key", "not needed (no route uses `anthropic`)")
 
-    base = settings.anthropic_base_url
-    parts = urlsplit(base or DEFAULT_UPSTREAM)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        yield Check(
-            "FAIL",
-            "upstream",
-            f"{base!r} is not an http(s) URL",
-            "set HANGAR_ANTHROPIC_BASE_URL to e.g. https://api.anthropic.com",
-        )
+    if settings.anthropic_base_url is None:
+        yield Check("OK", "upstream", f"{DEFAULT_UPSTREAM} (default)")
     else:
-        yield Check("OK", "upstream", f"{base or DEFAULT_UPSTREAM}" + ("" if base else " (default)"))
+        yield _upstream("upstream", settings.anthropic_base_url, "HANGAR_ANTHROPIC_BASE_URL")
+
+    if "openai" in providers:
+        routed = [p for p, v in settings.model_routes.items() if v == "openai"] or ["unrouted models"]
+        if settings.openai_base_url is None:
+            yield Check(
+                "FAIL",
+                "openai upstream",
+                f"not set: models routed to `openai` ({', '.join(routed)}) have nowhere to go",
+                "set HANGAR_OPENAI_BASE_URL, e.g. http://127.0.0.1:11434/v1",
+            )
+        else:
+            yield _upstream("openai upstream", settings.openai_base_url, "HANGAR_OPENAI_BASE_URL")
 
     script = settings.scripted_script
     if script is not None and not Path(script).is_file():
         yield Check("FAIL", "scripted script", f"{script} does not exist", "fix HANGAR_SCRIPTED_SCRIPT")
+
+
+def _upstream(name: str, url: str, variable: str) -> Check:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        return Check("FAIL", name, f"{url!r} is not an http(s) URL", f"set {variable} to an http(s) URL")
+    return Check("OK", name, url)
 
 
 def run_checks(settings: Settings) -> list[Check]:
