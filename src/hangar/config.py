@@ -7,25 +7,12 @@ Every field is documented here; ``docs/configuration.md`` is generated from this
 from __future__ import annotations
 
 from datetime import datetime
-from datetime import datetime
 from pathlib import Path
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_MODEL_ROUTES: dict[str, str] = {"claude-*": "anthropic", "scripted*": "scripted"}
-
-
-class ExtraModel(BaseModel):
-    """An extra entry of the ``/v1/models`` catalogue (see ``Settings.extra_models``)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    id: str = Field(min_length=1, description="Model id, routed like any other by `model_routes`.")
-    display_name: str | None = Field(default=None, description="Human-readable name (default: the id).")
-    max_input_tokens: int = Field(default=200_000, gt=0, description="Context window, in tokens.")
-    max_tokens: int = Field(default=64_000, gt=0, description="Largest `max_tokens` of one request.")
-    created_at: datetime | None = Field(default=None, description="Release time (default: the epoch).")
 
 
 class ExtraModel(BaseModel):
@@ -117,29 +104,52 @@ class Settings(BaseSettings):
             "An entry with a built-in id replaces the built-in one."
         ),
     )
-    extra_models: tuple[ExtraModel, ...] = Field(
-        default=(),
-        description=(
-            "JSON list of extra `/v1/models` entries `{id, display_name?, max_input_tokens?, "
-            "max_tokens?, created_at?}`, e.g. models behind a proxy at `anthropic_base_url`. "
-            "An entry with a built-in id replaces the built-in one."
-        ),
-    )
     scripted_latency_ms: float = Field(
         default=0.0, ge=0, description="Artificial per-request latency of the `scripted` provider."
     )
     scripted_script: Path | None = Field(
         default=None,
-        description="JSON file of replies for the `scripted` provider (see `hangar.runtime.models.scripted`).",
+        description=(
+            "JSON file of replies for the `scripted` provider (see `hangar.runtime.models.scripted`)."
+        ),
     )
     model_max_attempts: int = Field(
-        default=4, ge=1, le=20, description="Attempts per model request before a turn gives up (retries_exhausted)."
+        default=4,
+        ge=1,
+        le=20,
+        description="Attempts per model request before a turn gives up (retries_exhausted).",
     )
     max_body_bytes: int = Field(
         default=32 * 1024 * 1024, gt=0, description="Largest accepted request body, in bytes."
     )
     sse_ping_interval_s: float = Field(
         default=15.0, gt=0, description="Interval between `ping` frames on idle event streams."
+    )
+    bash_timeout_s: float = Field(
+        default=120.0, gt=0, description="Default timeout of one `bash` tool command, in seconds."
+    )
+    bash_max_timeout_s: float = Field(
+        default=600.0,
+        gt=0,
+        description="Largest timeout a `bash` tool call may ask for with `timeout_ms`, in seconds.",
+    )
+    web_search_url: str | None = Field(
+        default=None,
+        description=(
+            "URL template of a SearXNG-compatible JSON search API for the `web_search` tool; "
+            "`{query}` is replaced by the URL-encoded query, e.g. "
+            "`http://127.0.0.1:8888/search?q={query}&format=json`. Unset: `web_search` fails."
+        ),
+    )
+    web_fetch_timeout_s: float = Field(
+        default=30.0, gt=0, description="Timeout of one `web_fetch` / `web_search` HTTP request, in seconds."
+    )
+    web_allow_private_addresses: bool = Field(
+        default=False,
+        description=(
+            "Let `web_fetch` reach hosts that resolve to loopback, private or link-local "
+            "addresses (refused by default)."
+        ),
     )
     log_level: str = Field(default="info", description="Log level of the server.")
 

@@ -91,8 +91,9 @@ async def resolve_agent(svc: Services, workspace_id: str, raw: Any) -> ResolvedA
             raise InvalidRequest("agent.system: expected a string of at most 100000 characters")
         agent["system"] = system or None
     if "mcp_servers" in overrides:
-        agent["mcp_servers"] = agent_wire.normalize_mcp_servers(overrides["mcp_servers"] or [],
-                                                                path="agent.mcp_servers")  # fmt: skip
+        agent["mcp_servers"] = agent_wire.normalize_mcp_servers(
+            overrides["mcp_servers"] or [], path="agent.mcp_servers"
+        )
     if "tools" in overrides or "mcp_servers" in overrides:
         tools = overrides["tools"] if "tools" in overrides else agent["tools"]
         agent["tools"] = agent_wire.normalize_tools(tools or [], agent["mcp_servers"], path="agent.tools")
@@ -114,8 +115,11 @@ async def build_resources(
         raise InvalidRequest(f"resources: at most {MAX_FILES_PER_SESSION} resources are allowed")
     out: list[dict[str, Any]] = []
     for i, item in enumerate(raw):
-        out.append(await build_file_resource(svc, workspace_id, session_id, item, f"resources[{i}]",
-                                              [r["mount_path"] for r in out]))  # fmt: skip
+        out.append(
+            await build_file_resource(
+                svc, workspace_id, session_id, item, f"resources[{i}]", [r["mount_path"] for r in out]
+            )
+        )
     return out
 
 
@@ -131,8 +135,10 @@ async def check_file_resource(
             f"{path}.type: {kind} resources are not supported by this Hangar yet; use file resources"
         )
     if kind != "file":
-        raise InvalidRequest(f'{path}.type: "{kind}" is not a valid value; expected one of file, '
-                             "github_repository, memory_store")  # fmt: skip
+        raise InvalidRequest(
+            f'{path}.type: "{kind}" is not a valid value; expected one of file, '
+            "github_repository, memory_store"
+        )
     for key in item:
         if key not in ("type", "file_id", "mount_path"):
             raise InvalidRequest(f"{path}.{key}: unknown field")
@@ -153,8 +159,14 @@ async def build_file_resource(
     file_id, mount = await check_file_resource(svc, workspace_id, item, path, taken)
     copy = await svc.store.files.copy_to_session(workspace_id, file_id, session_id, svc.settings.files_dir)
     at = copy["created_at"]
-    return {"type": "file", "id": new_id("resource"), "file_id": copy["id"], "mount_path": mount,
-            "created_at": at, "updated_at": at}  # fmt: skip
+    return {
+        "type": "file",
+        "id": new_id("resource"),
+        "file_id": copy["id"],
+        "mount_path": mount,
+        "created_at": at,
+        "updated_at": at,
+    }
 
 
 def parse_initial_events(raw: Any) -> list[ev.EventParam]:
@@ -245,10 +257,12 @@ async def create_session(svc: Services, workspace_id: str, body: dict[str, Any])
         "active_us": 0,
         "running_since": None,
     }
-    record = SessionRecord(session_id, workspace_id, resolved.id, resolved.version, env_id, "idle", data,
-                           0, at, at, None)  # fmt: skip
-    thread = ThreadRecord(thread_id, session_id, None, "idle", {"agent": thread_agent(resolved.snapshot)},
-                          at, at, None)  # fmt: skip
+    record = SessionRecord(
+        session_id, workspace_id, resolved.id, resolved.version, env_id, "idle", data, 0, at, at, None
+    )
+    thread = ThreadRecord(
+        thread_id, session_id, None, "idle", {"agent": thread_agent(resolved.snapshot)}, at, at, None
+    )
     async with svc.store.db.write() as conn:
         await svc.store.sessions.insert(conn, record)
         await svc.store.sessions.insert_thread(conn, thread)

@@ -17,8 +17,8 @@ from hangar.runtime.loop import Loop
 from hangar.runtime.models.router import ModelRouter
 from hangar.runtime.scheduler import Scheduler
 from hangar.services import Services
-from hangar.store.bus import EventBus
 from hangar.store import Store, open_database
+from hangar.store.bus import EventBus
 from hangar.store.migrate import current_revision, head_revision
 
 log = logging.getLogger(__name__)

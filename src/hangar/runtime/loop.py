@@ -120,10 +120,13 @@ class Loop:
             data.setdefault("first_run_at", tx.at)
             _, _, start = await tx.append(
                 NewEvent(ev.STATUS_RUNNING, {}, thread_id=thread_id),
-                NewEvent(ev.THREAD_RUNNING, {"session_thread_id": thread_id, "agent_name": name},
-                         thread_id=thread_id),
+                NewEvent(
+                    ev.THREAD_RUNNING,
+                    {"session_thread_id": thread_id, "agent_name": name},
+                    thread_id=thread_id,
+                ),
                 NewEvent(ev.SPAN_MODEL_START, {}, thread_id=thread_id),
-            )  # fmt: skip
+            )
             tx.save(data=data, status="running")
         return start.id
 
@@ -172,9 +175,12 @@ class Loop:
                 delta = {
                     "type": "event_delta",
                     "event_id": message_id,
-                    "delta": {"type": "content_delta", "index": item.index,
-                              "content": {"type": "text", "text": item.text}},
-                }  # fmt: skip
+                    "delta": {
+                        "type": "content_delta",
+                        "index": item.index,
+                        "content": {"type": "text", "text": item.text},
+                    },
+                }
                 self.bus.publish(session_id, [Preview(ev.AGENT_MESSAGE, delta)])
             else:
                 final = item
@@ -191,12 +197,20 @@ class Loop:
         async with self.journal.transaction(session_id) as tx:
             thread_id = tx.session.data["primary_thread_id"]
             if text_blocks:
-                await tx.append(NewEvent(ev.AGENT_MESSAGE, {"content": text_blocks}, thread_id=thread_id,
-                                         id=message_id))  # fmt: skip
+                await tx.append(
+                    NewEvent(ev.AGENT_MESSAGE, {"content": text_blocks}, thread_id=thread_id, id=message_id)
+                )
             await tx.append(
-                NewEvent(ev.SPAN_MODEL_END, {"model_request_start_id": start_id, "is_error": False,
-                                             "model_usage": model_usage(response.usage)}, thread_id=thread_id)
-            )  # fmt: skip
+                NewEvent(
+                    ev.SPAN_MODEL_END,
+                    {
+                        "model_request_start_id": start_id,
+                        "is_error": False,
+                        "model_usage": model_usage(response.usage),
+                    },
+                    thread_id=thread_id,
+                )
+            )
             stop: dict[str, Any] = {"type": "end_turn"}
             details = None
             if response.stop_reason == "refusal":
@@ -209,18 +223,28 @@ class Loop:
     async def _model_failed(self, session_id: str, start_id: str, exc: ModelError, attempt: int) -> None:
         error_type = MODEL_ERROR_TYPES.get(exc.kind, "model_request_failed_error")
         retry = exc.retryable and attempt + 1 < self.retry.max_attempts
-        error = {"type": error_type, "message": exc.message,
-                 "retry_status": {"type": "retrying" if retry else "exhausted"}}  # fmt: skip
+        error = {
+            "type": error_type,
+            "message": exc.message,
+            "retry_status": {"type": "retrying" if retry else "exhausted"},
+        }
         log.warning(
             "model request failed", extra={"session_id": session_id, "kind": exc.kind, "attempt": attempt}
         )
         async with self.journal.transaction(session_id) as tx:
             thread_id = tx.session.data["primary_thread_id"]
             await tx.append(
-                NewEvent(ev.SPAN_MODEL_END, {"model_request_start_id": start_id, "is_error": True,
-                                             "model_usage": model_usage(Usage())}, thread_id=thread_id),
+                NewEvent(
+                    ev.SPAN_MODEL_END,
+                    {
+                        "model_request_start_id": start_id,
+                        "is_error": True,
+                        "model_usage": model_usage(Usage()),
+                    },
+                    thread_id=thread_id,
+                ),
                 NewEvent(ev.SESSION_ERROR, {"error": error}, thread_id=thread_id),
-            )  # fmt: skip
+            )
             if retry:
                 data = dict(tx.session.data)
                 data["attempt"] = attempt + 1
@@ -246,10 +270,13 @@ class Loop:
         if details is not None:
             idle["stop_details"] = details
         await tx.append(
-            NewEvent(ev.THREAD_IDLE, {"session_thread_id": thread_id, "agent_name": name, **idle},
-                     thread_id=thread_id),
+            NewEvent(
+                ev.THREAD_IDLE,
+                {"session_thread_id": thread_id, "agent_name": name, **idle},
+                thread_id=thread_id,
+            ),
             NewEvent(ev.STATUS_IDLE, idle, thread_id=thread_id),
-        )  # fmt: skip
+        )
         tx.save(data=data, status="idle")
 
 

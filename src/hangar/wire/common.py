@@ -77,10 +77,7 @@ def _clean_loc(loc: tuple[Any, ...], data: Any) -> tuple[int | str, ...]:
     out: list[int | str] = []
     cur = data
     for i, part in enumerate(loc):
-        if isinstance(part, int) and isinstance(cur, list) and 0 <= part < len(cur):
-            out.append(part)
-            cur = cur[part]
-        elif (
+        if (isinstance(part, int) and isinstance(cur, list) and 0 <= part < len(cur)) or (
             isinstance(part, str)
             and isinstance(cur, dict)
             and part in cur

@@ -65,8 +65,19 @@ def session_wire(rec: SessionRecord, resources: list[dict[str, Any]], now: int) 
 
 def thread_agent(snapshot: dict[str, Any]) -> dict[str, Any]:
     """A thread's agent: the session snapshot without the session-only multiagent field."""
-    keys = ("type", "id", "version", "name", "description", "system", "model", "tools", "mcp_servers",
-            "skills", "execution_identity")  # fmt: skip
+    keys = (
+        "type",
+        "id",
+        "version",
+        "name",
+        "description",
+        "system",
+        "model",
+        "tools",
+        "mcp_servers",
+        "skills",
+        "execution_identity",
+    )
     return {k: snapshot.get(k) for k in keys}
 
 
@@ -77,12 +88,18 @@ def thread_wire(rec: ThreadRecord, now: int, session: SessionRecord | None = Non
     status = rec.status
     if session is not None and rec.parent_thread_id is None:
         sdata = session.data
-        data = {**data, "first_status_at": sdata.get("first_run_at"), "active_us": sdata.get("active_us", 0),
-                "running_since": sdata.get("running_since")}  # fmt: skip
+        data = {
+            **data,
+            "first_status_at": sdata.get("first_run_at"),
+            "active_us": sdata.get("active_us", 0),
+            "running_since": sdata.get("running_since"),
+        }
         if sdata.get("turns"):
             usage = sdata["usage"]
-            data["usage"] = {k: usage.get(k) for k in ("input_tokens", "output_tokens", "cache_read_input_tokens",
-                                                       "cache_creation")}  # fmt: skip
+            data["usage"] = {
+                k: usage.get(k)
+                for k in ("input_tokens", "output_tokens", "cache_read_input_tokens", "cache_creation")
+            }
         status = session.status
     started = data.get("first_status_at")
     stats = None

@@ -75,8 +75,10 @@ async def send_events(
     if len(system) > 1:
         raise InvalidRequest("events: at most one system.message per request")
     if system and (system[0] != len(parsed) - 1 or len(parsed) < 2):
-        raise InvalidRequest(f"events[{system[0]}]: a system.message must be the last event, right after "
-                             "the user.message, user.tool_result or user.custom_tool_result it accompanies")  # fmt: skip
+        raise InvalidRequest(
+            f"events[{system[0]}]: a system.message must be the last event, right after "
+            "the user.message, user.tool_result or user.custom_tool_result it accompanies"
+        )
     stored = await _append_inputs(svc, who, session_id, parsed)
     svc.scheduler.wake(session_id)
     return {"data": [e.wire() for e in stored]}
@@ -110,8 +112,9 @@ def preview_kinds(request: Request) -> frozenset[str]:
     kinds = query_list(request, "event_deltas")
     for k in kinds:
         if k not in ev.PREVIEWABLE:
-            raise InvalidRequest(f'event_deltas: "{k}" is not a valid value; expected one of agent.message, '
-                                 "agent.thinking")  # fmt: skip
+            raise InvalidRequest(
+                f'event_deltas: "{k}" is not a valid value; expected one of agent.message, agent.thinking'
+            )
     return frozenset(kinds)
 
 

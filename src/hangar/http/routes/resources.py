@@ -33,8 +33,14 @@ async def add(session_id: str, request: Request, who: Principal = Depends(princi
         raise InvalidRequest(f"resources: at most {MAX_FILES_PER_SESSION} resources per session")
     if body.get("type") != "file":
         raise InvalidRequest('type: only "file" resources can be added after a session is created')
-    resource = await build_file_resource(svc, who.workspace_id, session_id, body, "body",
-                                         [r["mount_path"] for r in existing if "mount_path" in r])  # fmt: skip
+    resource = await build_file_resource(
+        svc,
+        who.workspace_id,
+        session_id,
+        body,
+        "body",
+        [r["mount_path"] for r in existing if "mount_path" in r],
+    )
     async with svc.store.db.write() as conn:
         await svc.store.sessions.insert_resource(conn, session_id, resource)
     return resource
@@ -69,24 +75,29 @@ async def _one(svc: Services, who: Principal, session_id: str, resource_id: str)
 
 
 @router.get("/{resource_id}")
-async def retrieve(session_id: str, resource_id: str, request: Request,
-                   who: Principal = Depends(principal)) -> dict[str, Any]:  # fmt: skip
+async def retrieve(
+    session_id: str, resource_id: str, request: Request, who: Principal = Depends(principal)
+) -> dict[str, Any]:
     return await _one(services(request), who, session_id, resource_id)
 
 
 @router.post("/{resource_id}")
-async def update(session_id: str, resource_id: str, request: Request,
-                 who: Principal = Depends(principal)) -> dict[str, Any]:  # fmt: skip
+async def update(
+    session_id: str, resource_id: str, request: Request, who: Principal = Depends(principal)
+) -> dict[str, Any]:
     svc = services(request)
     await json_body(request)
     resource = await _one(svc, who, session_id, resource_id)
-    raise InvalidRequest(f"Resource {resource['id']} is a {resource['type']} resource; only github_repository "
-                         "resources can be updated")  # fmt: skip
+    raise InvalidRequest(
+        f"Resource {resource['id']} is a {resource['type']} resource; only github_repository "
+        "resources can be updated"
+    )
 
 
 @router.delete("/{resource_id}")
-async def delete(session_id: str, resource_id: str, request: Request,
-                 who: Principal = Depends(principal)) -> dict[str, Any]:  # fmt: skip
+async def delete(
+    session_id: str, resource_id: str, request: Request, who: Principal = Depends(principal)
+) -> dict[str, Any]:
     svc = services(request)
     await _one(svc, who, session_id, resource_id)
     async with svc.store.db.write() as conn:

@@ -127,8 +127,10 @@ async def update(session_id: str, request: Request, who: Principal = Depends(pri
                 data["metadata"] = changed["metadata"] = merged
         if "budget" in body:
             if data.get("budget") is None and budget is not None:
-                raise InvalidRequest("budget: a budget can only be set when the session is created",
-                                     error_code="budget_create_only")  # fmt: skip
+                raise InvalidRequest(
+                    "budget: a budget can only be set when the session is created",
+                    error_code="budget_create_only",
+                )
             if budget != data.get("budget"):
                 data["budget"] = changed["budget"] = budget
         if "agent" in body:
@@ -151,7 +153,8 @@ def _updated_agent(rec: SessionRecord, raw: Any) -> dict[str, Any]:
         raise InvalidRequest("agent: only sessions created from an agent reference can update their agent")
     if rec.status in ("running", "rescheduling"):
         raise InvalidRequest(
-            f"Session {rec.id} is {rec.status}; interrupt it or wait for it to go idle before updating its agent."
+            f"Session {rec.id} is {rec.status}; interrupt it or wait for it to go idle "
+            "before updating its agent."
         )
     agent = dict(rec.data["agent"])
     if "mcp_servers" in raw:
@@ -178,10 +181,13 @@ async def archive(session_id: str, request: Request, who: Principal = Depends(pr
                 )
             thread = await svc.store.sessions.primary_thread(tx.conn, session_id)
             await tx.append(
-                NewEvent(ev.THREAD_TERMINATED, {"session_thread_id": thread.id,
-                                                "agent_name": rec.data["agent"]["name"]}, thread_id=thread.id),
+                NewEvent(
+                    ev.THREAD_TERMINATED,
+                    {"session_thread_id": thread.id, "agent_name": rec.data["agent"]["name"]},
+                    thread_id=thread.id,
+                ),
                 NewEvent(ev.STATUS_TERMINATED, {}, thread_id=thread.id),
-            )  # fmt: skip
+            )
             await svc.store.sessions.save_thread(tx.conn, thread.id, status="terminated", at=tx.at)
             tx.save(status="terminated", archived_at=tx.at)
     return await render(svc, await load_session(svc, who, session_id))

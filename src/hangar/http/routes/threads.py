@@ -45,8 +45,11 @@ async def list_threads(
             )
     limit = query_int(request, "limit", 1000, 1, 1000)
     now = now_us()
-    threads = [t for t in await svc.store.sessions.threads_of(session_id)
-               if not statuses or thread_wire(t, now, session)["status"] in statuses]  # fmt: skip
+    threads = [
+        t
+        for t in await svc.store.sessions.threads_of(session_id)
+        if not statuses or thread_wire(t, now, session)["status"] in statuses
+    ]
     start = 0
     page = request.query_params.get("page")
     if page:
@@ -64,16 +67,18 @@ async def list_threads(
 
 
 @router.get("/{thread_id}")
-async def retrieve(session_id: str, thread_id: str, request: Request,
-                   who: Principal = Depends(principal)) -> dict[str, Any]:  # fmt: skip
+async def retrieve(
+    session_id: str, thread_id: str, request: Request, who: Principal = Depends(principal)
+) -> dict[str, Any]:
     svc = services(request)
     thread, session = await load_thread(svc, who, session_id, thread_id)
     return thread_wire(thread, now_us(), session)
 
 
 @router.post("/{thread_id}/archive")
-async def archive(session_id: str, thread_id: str, request: Request,
-                  who: Principal = Depends(principal)) -> dict[str, Any]:  # fmt: skip
+async def archive(
+    session_id: str, thread_id: str, request: Request, who: Principal = Depends(principal)
+) -> dict[str, Any]:
     svc = services(request)
     thread, _ = await load_thread(svc, who, session_id, thread_id)
     if thread.parent_thread_id is None:
@@ -86,8 +91,9 @@ async def archive(session_id: str, thread_id: str, request: Request,
 
 
 @router.get("/{thread_id}/events")
-async def thread_events(session_id: str, thread_id: str, request: Request,
-                        who: Principal = Depends(principal)) -> dict[str, Any]:  # fmt: skip
+async def thread_events(
+    session_id: str, thread_id: str, request: Request, who: Principal = Depends(principal)
+) -> dict[str, Any]:
     svc = services(request)
     await load_thread(svc, who, session_id, thread_id)
     rows, next_page = await svc.store.events.page(
@@ -103,16 +109,18 @@ async def thread_events(session_id: str, thread_id: str, request: Request,
 
 
 @router.get("/{thread_id}/stream")
-async def thread_stream(session_id: str, thread_id: str, request: Request,
-                        who: Principal = Depends(principal)) -> StreamingResponse:  # fmt: skip
+async def thread_stream(
+    session_id: str, thread_id: str, request: Request, who: Principal = Depends(principal)
+) -> StreamingResponse:
     svc = services(request)
     if query_list(request, "event_deltas"):
         raise InvalidRequest("event_deltas: previews are available on the session stream only")
     await load_thread(svc, who, session_id, thread_id)
     after = await resume_point(svc, session_id, request)
     return StreamingResponse(
-        event_stream(svc, session_id, after_seq=after, previews=frozenset(),
-                     include=lambda e: e.thread_id == thread_id),
+        event_stream(
+            svc, session_id, after_seq=after, previews=frozenset(), include=lambda e: e.thread_id == thread_id
+        ),
         media_type="text/event-stream",
         headers=SSE_HEADERS,
-    )  # fmt: skip
+    )
