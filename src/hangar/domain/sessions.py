@@ -61,9 +61,10 @@ async def resolve_agent(svc: Services, workspace_id: str, raw: Any) -> ResolvedA
         for key in raw:
             if key not in allowed:
                 raise InvalidRequest(f"agent.{key}: unknown field")
-        agent_id = raw.get("id")
-        if not isinstance(agent_id, str) or not agent_id:
+        raw_id = raw.get("id")
+        if not isinstance(raw_id, str) or not raw_id:
             raise InvalidRequest("agent.id: field required")
+        agent_id = raw_id
         version = _version(raw.get("version"), "agent.version")
         overrides = {k: v for k, v in raw.items() if k not in ("type", "id", "version")}
     else:
@@ -178,7 +179,7 @@ def parse_initial_events(raw: Any) -> list[ev.EventParam]:
         raise InvalidRequest(
             f"initial_events: at most {MAX_INITIAL_EVENTS} events are allowed, got {len(raw)}"
         )
-    parsed = []
+    parsed: list[ev.EventParam] = []
     for i, item in enumerate(raw):
         event = ev.parse_event(item, f"initial_events[{i}]")
         if event.type not in (ev.USER_MESSAGE, ev.USER_DEFINE_OUTCOME):

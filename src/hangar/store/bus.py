@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -82,7 +82,7 @@ class EventBus:
                 if not subs:
                     del self._subs[session_id]
 
-    def publish(self, session_id: str, items: list[Item] | tuple[Item, ...]) -> None:
+    def publish(self, session_id: str, items: Sequence[Item]) -> None:
         for sub in tuple(self._subs.get(session_id, ())):
             for item in items:
                 sub.offer(item)

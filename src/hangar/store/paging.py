@@ -83,8 +83,10 @@ async def keyset_page(
     if not rows:
         return Page(rows, None, None)
 
+    created_key, id_key = str(created_col.key), str(id_col.key)
+
     def key_of(row: sa.Row[Any]) -> tuple[int, str]:
-        return (row._mapping[created_col.key], row._mapping[id_col.key])
+        return (row._mapping[created_key], row._mapping[id_key])
 
     first, last = key_of(rows[0]), key_of(rows[-1])
     has_next = more if direction == "next" else True

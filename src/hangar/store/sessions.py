@@ -239,8 +239,8 @@ class SessionStore:
                 .where(session_resources.c.session_id.in_(session_ids))
                 .order_by(session_resources.c.created_at, session_resources.c.id)
             )
-            for sid, data in rows.all():
-                out[sid].append(data)
+            for row in rows.all():
+                out[row._mapping["session_id"]].append(row._mapping["data"])
         return out
 
     async def delete_resource(self, conn: Conn, session_id: str, resource_id: str) -> bool:

@@ -76,17 +76,17 @@ def _clean_loc(loc: tuple[Any, ...], data: Any) -> tuple[int | str, ...]:
     """
     out: list[int | str] = []
     cur = data
+    last = len(loc) - 1
     for i, part in enumerate(loc):
-        if (isinstance(part, int) and isinstance(cur, list) and 0 <= part < len(cur)) or (
-            isinstance(part, str)
-            and isinstance(cur, dict)
-            and part in cur
-            # a tag that equals a key: more parts follow, but a scalar has no inside
-            and (i == len(loc) - 1 or isinstance(cur[part], dict | list))
-        ):
+        if isinstance(part, int) and isinstance(cur, list) and 0 <= part < len(cur):
             out.append(part)
             cur = cur[part]
-        elif i == len(loc) - 1 and isinstance(part, str) and "[" not in part:
+        elif isinstance(part, str) and isinstance(cur, dict) and part in cur:
+            # A tag equal to a key: more parts follow, but a scalar has no inside.
+            if i == last or isinstance(cur[part], dict | list):
+                out.append(part)
+                cur = cur[part]
+        elif i == last and isinstance(part, str) and "[" not in part:
             out.append(part)
     return tuple(out)
 
