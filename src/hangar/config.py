@@ -119,6 +119,22 @@ class Settings(BaseSettings):
         le=20,
         description="Attempts per model request before a turn gives up (retries_exhausted).",
     )
+    max_model_requests_per_turn: int = Field(
+        default=200,
+        ge=1,
+        description=(
+            "Model requests one turn may make (tool rounds) before it ends with "
+            "`tool_use_limit_reached_error`."
+        ),
+    )
+    compaction_threshold: float = Field(
+        default=0.8,
+        gt=0,
+        le=1,
+        description=(
+            "Fraction of the model's context window at which older turns are summarised (compaction)."
+        ),
+    )
     max_body_bytes: int = Field(
         default=32 * 1024 * 1024, gt=0, description="Largest accepted request body, in bytes."
     )

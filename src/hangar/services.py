@@ -8,6 +8,7 @@ from hangar.config import Settings
 from hangar.runtime.journal import Journal
 from hangar.runtime.models.router import ModelRouter
 from hangar.runtime.scheduler import Scheduler
+from hangar.runtime.tools.executor import ExecutorPool
 from hangar.store import Store
 from hangar.store.bus import EventBus
 
@@ -20,3 +21,4 @@ class Services:
     journal: Journal
     models: ModelRouter
     scheduler: Scheduler
+    executors: ExecutorPool

@@ -16,6 +16,7 @@ from hangar.runtime.journal import Journal
 from hangar.runtime.loop import Loop
 from hangar.runtime.models.router import ModelRouter
 from hangar.runtime.scheduler import Scheduler
+from hangar.runtime.tools.executor import ExecutorPool
 from hangar.services import Services
 from hangar.store import Store, open_database
 from hangar.store.bus import EventBus
@@ -51,8 +52,9 @@ def create_app(settings: Settings) -> FastAPI:
         bus = EventBus()
         journal = Journal(store, bus)
         models = ModelRouter(settings)
-        scheduler = Scheduler(store, Loop(store, bus, journal, models, settings))
-        app.state.services = Services(settings, store, bus, journal, models, scheduler)
+        executors = ExecutorPool(settings)
+        scheduler = Scheduler(store, Loop(store, bus, journal, models, settings, executors), executors)
+        app.state.services = Services(settings, store, bus, journal, models, scheduler, executors)
         await scheduler.start()
         try:
             yield

@@ -1,61 +1,182 @@
 """The conversation a model request carries, rebuilt from the event log.
 
-Rebuilding it means decoding every message of the session, on every request. A bounded LRU
-cache keeps the rebuilt prefix of recently active sessions, so a request reads only the events
-appended since: memory stays constant however many sessions are stored (idle sessions fall out
-of the cache), and a cold or evicted session is rebuilt from the log exactly as before.
+Events map onto Messages-API turns: ``user.message`` / ``system.message`` and tool results are
+user content, ``agent.message`` and tool uses are assistant content (the tool-use id the model
+sees is the ``agent.*tool_use`` event id, the correlation id of the API). Events are read in
+conversation order (``history_key``), so input consumed mid-turn lands where the loop took it in.
+A tool call left without a result (interrupted, or superseded by a new message) gets a synthetic
+error result, so the conversation always satisfies the Messages API's pairing rule.
+
+After a compaction, the conversation starts with the stored summary and continues with the
+events after the compaction marker.
+
+Rebuilding means decoding every message of the session on every request; a bounded LRU cache
+keeps the rebuilt prefix of recently active sessions, so a request reads only new events.
+Memory stays constant however many sessions are stored, and a cold session is rebuilt from the
+log exactly as before.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from hangar.store.events import EventStore
+from hangar.store.events import EventStore, StoredEvent
 from hangar.wire import events as ev
 
-HISTORY_TYPES = (ev.USER_MESSAGE, ev.AGENT_MESSAGE, ev.SYSTEM_MESSAGE)
+HISTORY_TYPES = (
+    ev.USER_MESSAGE,
+    ev.SYSTEM_MESSAGE,
+    ev.AGENT_MESSAGE,
+    ev.AGENT_TOOL_USE,
+    ev.AGENT_CUSTOM_TOOL_USE,
+    ev.AGENT_TOOL_RESULT,
+    ev.USER_CUSTOM_TOOL_RESULT,
+    ev.USER_TOOL_RESULT,
+)
+UNANSWERED = "This tool call was not completed: the turn was interrupted or superseded."
 
 
 @dataclass(frozen=True)
-class _Prefix:
-    scanned_to: int  # every history event up to this sequence number is consumed and included
+class Prefix:
+    key: int  # history_key of the last event folded in
+    compaction_key: int  # the compaction cut this prefix starts after (-1: none)
     messages: tuple[dict[str, Any], ...]  # never mutated: extended by copying
+    starts: tuple[int, ...]  # history_key of each message's first event (-1: synthetic)
+    open_calls: tuple[str, ...] = ()  # tool-use ids still waiting for a result
+
+
+@dataclass(frozen=True)
+class Conversation:
+    messages: list[dict[str, Any]]
+    starts: list[int]
+
+
+@dataclass
+class _Builder:
+    messages: list[dict[str, Any]]
+    starts: list[int]
+    open_calls: list[str] = field(default_factory=list)
+    key: int = -1  # history_key of the event being added
+
+    def add(self, role: str, blocks: list[dict[str, Any]]) -> None:
+        if not blocks:
+            return
+        last_role = self.messages[-1]["role"] if self.messages else None
+        if role == "assistant":
+            if self.open_calls and last_role == "user":
+                # A new model turn while calls of the previous one went unanswered: close them.
+                self._append("user", [_unanswered(c) for c in self.open_calls])
+                self.open_calls = []
+            self.open_calls += [b["id"] for b in blocks if b.get("type") == "tool_use"]
+        else:
+            answered = {b["tool_use_id"] for b in blocks if b.get("type") == "tool_result"}
+            self.open_calls = [c for c in self.open_calls if c not in answered]
+            if self.open_calls and any(b.get("type") != "tool_result" for b in blocks):
+                # The conversation moved on (an interrupt, a new message): close the calls.
+                blocks = [_unanswered(c) for c in self.open_calls] + blocks
+                self.open_calls = []
+        self._append(role, blocks)
+
+    def _append(self, role: str, blocks: list[dict[str, Any]]) -> None:
+        last = self.messages[-1] if self.messages else None
+        if last is not None and last["role"] == role:
+            content = [*last["content"], *blocks]
+            if role == "user":
+                # Tool results must lead a user turn.
+                content = [b for b in content if b.get("type") == "tool_result"] + [
+                    b for b in content if b.get("type") != "tool_result"
+                ]
+            self.messages[-1] = {"role": role, "content": content}
+        else:
+            self.messages.append({"role": role, "content": list(blocks)})
+            self.starts.append(self.key)
+
+
+def _unanswered(call_id: str) -> dict[str, Any]:
+    return {
+        "type": "tool_result",
+        "tool_use_id": call_id,
+        "is_error": True,
+        "content": [{"type": "text", "text": UNANSWERED}],
+    }
+
+
+def event_blocks(e: StoredEvent) -> tuple[str, list[dict[str, Any]]]:
+    """The role and Messages-API content blocks of one conversation event."""
+    data = e.data
+    if e.type == ev.AGENT_MESSAGE:
+        return "assistant", [b for b in (to_model_block(x) for x in data.get("content", [])) if b]
+    if e.type in (ev.AGENT_TOOL_USE, ev.AGENT_CUSTOM_TOOL_USE):
+        return "assistant", [
+            {"type": "tool_use", "id": e.id, "name": data["name"], "input": data.get("input", {})}
+        ]
+    if e.type in (ev.AGENT_TOOL_RESULT, ev.USER_CUSTOM_TOOL_RESULT, ev.USER_TOOL_RESULT):
+        call = data.get("tool_use_id") or data.get("custom_tool_use_id")
+        content = [b for b in (to_model_block(x) for x in data.get("content") or []) if b]
+        block: dict[str, Any] = {
+            "type": "tool_result",
+            "tool_use_id": call,
+            "content": content or [{"type": "text", "text": "(no output)"}],
+        }
+        if data.get("is_error"):
+            block["is_error"] = True
+        return "user", [block]
+    if e.type == ev.SYSTEM_MESSAGE:
+        texts = [b.get("text", "") for b in data.get("content", [])]
+        return "user", [{"type": "text", "text": "[system] " + "\n".join(texts)}]
+    return "user", [b for b in (to_model_block(x) for x in data.get("content", [])) if b]
 
 
 class ConversationCache:
     def __init__(self, events: EventStore, max_sessions: int = 512) -> None:
         self.events = events
         self.max_sessions = max_sessions
-        self._prefixes: OrderedDict[str, _Prefix] = OrderedDict()
+        self._prefixes: OrderedDict[str, Prefix] = OrderedDict()
 
     def forget(self, session_id: str) -> None:
         self._prefixes.pop(session_id, None)
 
-    async def messages(self, session_id: str) -> list[dict[str, Any]]:
-        """Messages-API turns (``role`` user/assistant) for the session's next model request."""
-        prefix = self._prefixes.get(session_id) or _Prefix(0, ())
-        new = await self.events.history(session_id, HISTORY_TYPES, after_seq=prefix.scanned_to)
-        messages = list(prefix.messages)
-        scanned = prefix.scanned_to
-        for e in new:
-            if e.processed_at is None:
-                break  # queued input: the prefix stops here until the loop consumes it
-            scanned = e.seq
-            role = "assistant" if e.type == ev.AGENT_MESSAGE else "user"
-            blocks = [b for b in (to_model_block(x) for x in e.data.get("content", [])) if b is not None]
-            if not blocks:
-                continue
-            if messages and messages[-1]["role"] == role:
-                messages[-1] = {"role": role, "content": [*messages[-1]["content"], *blocks]}
-            else:
-                messages.append({"role": role, "content": blocks})
-        self._prefixes[session_id] = _Prefix(scanned, tuple(messages))
+    async def messages(
+        self, session_id: str, compaction: dict[str, Any] | None = None
+    ) -> list[dict[str, Any]]:
+        """Messages-API turns (``role`` user/assistant) for the session's next model request.
+
+        ``compaction`` is the session's stored ``{"key", "summary"}``, if it was ever compacted.
+        """
+        return (await self.conversation(session_id, compaction)).messages
+
+    async def conversation(self, session_id: str, compaction: dict[str, Any] | None = None) -> Conversation:
+        ckey = int(compaction["key"]) if compaction else -1
+        prefix = self._prefixes.get(session_id)
+        if prefix is None or prefix.compaction_key != ckey:
+            start: tuple[dict[str, Any], ...] = ()
+            if compaction:
+                start = (
+                    {"role": "user", "content": [{"type": "text", "text": summary_text(compaction)}]},
+                    {"role": "assistant", "content": [{"type": "text", "text": "Understood."}]},
+                )
+            prefix = Prefix(ckey, ckey, start, tuple(-1 for _ in start))
+        builder = _Builder(list(prefix.messages), list(prefix.starts), list(prefix.open_calls))
+        key = prefix.key
+        for hkey, e in await self.events.history(session_id, HISTORY_TYPES, after_key=prefix.key):
+            builder.key = hkey
+            builder.add(*event_blocks(e))
+            key = hkey
+        self._prefixes[session_id] = Prefix(
+            key, ckey, tuple(builder.messages), tuple(builder.starts), tuple(builder.open_calls)
+        )
         self._prefixes.move_to_end(session_id)
         while len(self._prefixes) > self.max_sessions:
             self._prefixes.popitem(last=False)
-        return messages
+        return Conversation(builder.messages, builder.starts)
+
+
+def summary_text(compaction: dict[str, Any]) -> str:
+    return "[Summary of the earlier conversation, which was compacted to fit the context window]\n" + str(
+        compaction.get("summary", "")
+    )
 
 
 def to_model_block(block: dict[str, Any]) -> dict[str, Any] | None:
@@ -68,4 +189,10 @@ def to_model_block(block: dict[str, Any]) -> dict[str, Any] | None:
         if source.get("type") == "file":
             return {"type": "text", "text": f"[attached file {source.get('file_id')}]"}
         return {k: v for k, v in block.items() if v is not None}
+    if kind == "search_result":
+        texts = [c.get("text", "") for c in block.get("content", [])]
+        return {
+            "type": "text",
+            "text": f"{block.get('title', '')} ({block.get('source', '')})\n" + "\n".join(texts),
+        }
     return None

@@ -1,16 +1,17 @@
-"""The agent loop: an explicit state machine whose state is read from the session's event log.
+"""The agent loop: an explicit state machine whose state is read from the session's log.
 
-States (derived, never held in memory between steps):
+    IDLE ──(client input)──▶ INPUTS ──▶ MODEL_REQUEST ──(tool uses)──▶ TOOLS ──▶ MODEL_REQUEST …
+                               │             │    ▲                      │
+                               │             │    └──(retryable error: RESCHEDULING, backoff)
+                               │             └──(no tool use)──▶ IDLE (end_turn)
+                               └──(calls still held)──▶ AWAIT ──▶ IDLE (requires_action)
 
-    IDLE ──(pending user input)──▶ TURN_START ──▶ MODEL_REQUEST ──▶ TURN_END ──▶ IDLE
-                                                      │  ▲
-                                        retryable error│  │backoff (session.status_rescheduled)
-                                                      ▼  │
-                                                  RESCHEDULING
-
-``step()`` looks at the log, takes exactly one transition, and persists it (events and the
-session row in one transaction) before acting on it, so a server killed at any point resumes
-from the log: a session left ``running`` or ``rescheduling`` re-issues its model request.
+State lives in the durable log and in the session row, which every transition rewrites in the
+same transaction as the events it appends (``Journal``). ``step()`` takes exactly one
+transition; each is persisted before it is acted on, so a server killed anywhere resumes from
+what is stored: a session left ``running`` re-issues its model request (closing the span the
+crash left open), a call that was running is reported as interrupted (never run twice), held
+calls and queued input wait as they were.
 """
 
 from __future__ import annotations
@@ -24,10 +25,14 @@ from typing import Any
 
 from hangar.config import Settings
 from hangar.ids import new_id
-from hangar.runtime.context import ConversationCache
+from hangar.runtime import calls as c
+from hangar.runtime.compaction import Compactor
+from hangar.runtime.context import Conversation, ConversationCache
 from hangar.runtime.journal import Journal, Tx
 from hangar.runtime.models.base import ModelError, ModelRequest, ModelResponse, TextDelta, Usage
 from hangar.runtime.models.router import ModelRouter
+from hangar.runtime.tools.definitions import find_toolset
+from hangar.runtime.tools.executor import ExecutorPool
 from hangar.store import Store
 from hangar.store.bus import EventBus, Preview
 from hangar.store.events import NewEvent, StoredEvent
@@ -35,18 +40,27 @@ from hangar.wire import events as ev
 
 log = logging.getLogger(__name__)
 
-MODEL_ERROR_TYPES = {
-    "overloaded": "model_overloaded_error",
-    "rate_limited": "model_rate_limited_error",
-}
+MODEL_ERROR_TYPES = {"overloaded": "model_overloaded_error", "rate_limited": "model_rate_limited_error"}
+TURN_INPUTS = (
+    ev.USER_MESSAGE,
+    ev.SYSTEM_MESSAGE,
+    ev.USER_TOOL_CONFIRMATION,
+    ev.USER_CUSTOM_TOOL_RESULT,
+    ev.USER_TOOL_RESULT,
+)
+STEERING = (ev.USER_MESSAGE, ev.SYSTEM_MESSAGE)
+INTERRUPTED = "interrupted: the user interrupted the turn"
+RESTARTED = "interrupted: the server restarted while this tool was running; it was not run again"
 
 
 class State(Enum):
     IDLE = "idle"
-    TURN_START = "turn_start"
+    INPUTS = "inputs"
     MODEL_REQUEST = "model_request"
+    TOOLS = "tools"
+    AWAIT = "await"
     TERMINATED = "terminated"
-    UNKNOWN = "unknown"  # read it from the log
+    UNKNOWN = "unknown"  # read it from the store
 
 
 @dataclass(frozen=True)
@@ -71,85 +85,163 @@ class RetryPolicy:
 
 
 class Loop:
-    """Drives one session through the state machine. Stateless between calls to ``step``."""
+    """Drives one session through the state machine. Holds no per-session state of its own."""
 
     def __init__(
-        self, store: Store, bus: EventBus, journal: Journal, models: ModelRouter, settings: Settings
+        self,
+        store: Store,
+        bus: EventBus,
+        journal: Journal,
+        models: ModelRouter,
+        settings: Settings,
+        executors: ExecutorPool,
     ) -> None:
         self.store = store
         self.bus = bus
         self.journal = journal
         self.models = models
         self.settings = settings
+        self.executors = executors
         self.retry = RetryPolicy(max_attempts=settings.model_max_attempts)
         self.context = ConversationCache(store.events)
+        self.compactor = Compactor(settings, models)
 
-    async def state(self, session_id: str) -> tuple[State, list[StoredEvent]]:
-        """Read the session's state from the store (the log and the session row)."""
+    # --- reading the state ------------------------------------------------------------------
+
+    async def state(self, session_id: str) -> Step:
         status = await self.store.sessions.status(session_id)
         if status is None or status == "terminated":
-            return State.TERMINATED, []
+            return Step(State.TERMINATED)
         if status in ("running", "rescheduling"):
-            return State.MODEL_REQUEST, []
+            session = await self.store.sessions.get(None, session_id)
+            open_calls = c.load_calls(session.data) if session else []
+            if any(call.state in ("pending", "running") for call in open_calls):
+                return Step(State.TOOLS)
+            if open_calls:
+                return Step(State.AWAIT)
+            return Step(State.MODEL_REQUEST)
         pending = await self.store.events.pending(session_id)
-        turn_inputs = [e for e in pending if e.type in (ev.USER_MESSAGE, ev.SYSTEM_MESSAGE)]
-        return (State.TURN_START, turn_inputs) if turn_inputs else (State.IDLE, [])
+        inputs = [e for e in pending if e.type in TURN_INPUTS]
+        return Step(State.INPUTS, inputs=inputs) if inputs else Step(State.IDLE)
 
     async def step(self, session_id: str, hint: Step | None = None) -> Step | None:
-        """Take one transition. Returns what is known to come next (sparing a read of the log),
-        or ``None`` when there is nothing to do. Without a hint the state is read from the log."""
+        """Take one transition. Returns what is known to come next (sparing a read of the
+        store), or ``None`` when there is nothing to do."""
         if hint is None or hint.state is State.UNKNOWN:
-            state, inputs = await self.state(session_id)
-            hint = Step(state, inputs=inputs)
-        if hint.state is State.TURN_START:
-            start_id = await self._start_turn(session_id, hint.inputs)
-            return Step(State.MODEL_REQUEST, span_start_id=start_id)
-        if hint.state is State.MODEL_REQUEST:
-            await self._model_turn(session_id, hint.span_start_id)
-            return Step(State.UNKNOWN)
+            hint = await self.state(session_id)
+        match hint.state:
+            case State.INPUTS:
+                return await self._inputs(session_id, hint.inputs)
+            case State.MODEL_REQUEST:
+                return await self._model_request(session_id, hint.span_start_id)
+            case State.TOOLS:
+                return await self._tools(session_id)
+            case State.AWAIT:
+                await self._await(session_id)
+                return Step(State.UNKNOWN)
         return None
 
-    async def _start_turn(self, session_id: str, inputs: list[StoredEvent]) -> str:
-        """Consume the queued inputs, announce the turn and open its first model request."""
-        async with self.journal.transaction(session_id) as tx:
-            await self.store.events.mark_processed(tx.conn, session_id, [e.seq for e in inputs], tx.at)
-            thread_id = tx.session.data["primary_thread_id"]
-            name = tx.session.data["agent"]["name"]
-            data = dict(tx.session.data)
-            data["running_since"] = data.get("running_since") or tx.at
-            data.setdefault("first_run_at", tx.at)
-            _, _, start = await tx.append(
-                NewEvent(ev.STATUS_RUNNING, {}, thread_id=thread_id),
-                NewEvent(
-                    ev.THREAD_RUNNING,
-                    {"session_thread_id": thread_id, "agent_name": name},
-                    thread_id=thread_id,
-                ),
-                NewEvent(ev.SPAN_MODEL_START, {}, thread_id=thread_id),
-            )
-            tx.save(data=data, status="running")
-        return start.id
+    # --- transitions ------------------------------------------------------------------------
 
-    async def _model_turn(self, session_id: str, span_start_id: str | None) -> None:
+    async def _inputs(self, session_id: str, inputs: list[StoredEvent]) -> Step | None:
+        """Consume client input while idle: new messages start a turn, confirmations and
+        results resolve held calls; the turn (re)starts once nothing is held."""
+        async with self.journal.transaction(session_id) as tx:
+            data = dict(tx.session.data)
+            thread_id = data["primary_thread_id"]
+            open_calls = c.load_calls(data)
+            new_turn = False
+            answered = False
+            results: list[NewEvent] = []
+            for e in inputs:
+                if e.type in STEERING:
+                    new_turn = True
+                    open_calls = [call for call in open_calls if call.state != "held"]  # superseded
+                elif e.type == ev.USER_TOOL_CONFIRMATION:
+                    call = next((x for x in open_calls if x.id == e.data.get("tool_use_id")), None)
+                    if call is None or call.state != "held":
+                        continue
+                    answered = True
+                    if e.data.get("result") == "allow":
+                        open_calls = c.with_state(open_calls, call.id, "pending")
+                    else:
+                        open_calls = c.without(open_calls, call.id)
+                        text = c.rejection_text(call.name, e.data.get("deny_message"))
+                        results.append(c.tool_result(call.id, text, thread_id, is_error=True))
+                else:  # a custom or self-hosted tool result: the event itself is the result
+                    call_id = e.data.get("custom_tool_use_id") or e.data.get("tool_use_id")
+                    remaining = [x for x in open_calls if not (x.id == call_id and x.state == "held")]
+                    answered = answered or len(remaining) < len(open_calls)
+                    open_calls = remaining
+            await self.store.events.mark_processed(
+                tx.conn, session_id, [e.seq for e in inputs], at=tx.at, after_seq=tx.last_seq
+            )
+            data["calls"] = c.dump_calls(open_calls)
+            held = [x.id for x in open_calls if x.state == "held"]
+            if held and not new_turn:
+                # A partial resolution: say again what is still awaited.
+                await tx.append(*results)
+                await self._append_idle(tx, data, {"type": "requires_action", "event_ids": held})
+                return None
+            self._mark_running(tx, data)
+            data["rounds"] = 0
+            opening = self._running_events(tx)
+            runnable = any(x.state == "pending" for x in open_calls)
+            if not (new_turn or runnable or results or answered):
+                # Nothing to act on (a duplicate result, a stale confirmation): an empty turn.
+                await tx.append(*opening)
+                await self._append_idle(tx, data, {"type": "end_turn"})
+                return Step(State.UNKNOWN)
+            if runnable:
+                await tx.append(*opening, *results)
+                tx.save(data=data, status="running")
+                return Step(State.TOOLS)
+            events = await tx.append(
+                *opening, *results, NewEvent(ev.SPAN_MODEL_START, {}, thread_id=thread_id)
+            )
+            data["open_span"] = events[-1].id
+            tx.save(data=data, status="running")
+            return Step(State.MODEL_REQUEST, span_start_id=events[-1].id)
+
+    async def _model_request(self, session_id: str, span_start_id: str | None) -> Step | None:
         session = await self.store.sessions.get(None, session_id)
         if session is None or session.status not in ("running", "rescheduling"):
-            return
-        agent = session.data["agent"]
-        thread_id = session.data["primary_thread_id"]
-        attempt = int(session.data.get("attempt", 0))
+            return None
         if span_start_id is None:
-            # Resuming (after a retry wait or a restart): announce and open a new request.
-            async with self.journal.transaction(session_id) as tx:
-                opening = [NewEvent(ev.SPAN_MODEL_START, {}, thread_id=thread_id)]
-                if tx.session.status == "rescheduling":
-                    opening.insert(0, NewEvent(ev.STATUS_RUNNING, {}, thread_id=thread_id))
-                    tx.save(status="running")
-                span_start_id = (await tx.append(*opening))[-1].id
+            span_start_id = await self._open_span(session_id)
+        session = await self.store.sessions.get(None, session_id)
+        assert session is not None
+        agent = session.data["agent"]
+        attempt = int(session.data.get("attempt", 0))
+        if int(session.data.get("rounds", 0)) >= self.settings.max_model_requests_per_turn:
+            await self._give_up(
+                session_id,
+                span_start_id,
+                "tool_use_limit_reached_error",
+                f"The turn made more than {self.settings.max_model_requests_per_turn} "
+                "model requests without ending.",
+            )
+            return Step(State.UNKNOWN)
+        conversation = await self.context.conversation(session_id, session.data.get("compaction"))
+        tools = c.tool_definitions(agent)
+        try:
+            messages, compacted = await self._maybe_compact(session_id, agent, conversation, tools)
+        except ModelError as exc:
+            await self._model_failed(session_id, span_start_id, exc, attempt)
+            return Step(State.UNKNOWN)
+        if compacted is False:
+            await self._give_up(
+                session_id,
+                span_start_id,
+                "compaction_limit_reached_error",
+                "The conversation does not fit the model's context window even after compaction.",
+            )
+            return Step(State.UNKNOWN)
         request = ModelRequest(
             model=agent["model"]["id"],
             system=agent.get("system"),
-            messages=await self.context.messages(session_id),
-            tools=[],
+            messages=messages,
+            tools=tools,
             effort=(agent["model"].get("effort") or {}).get("type"),
         )
         message_id = new_id("event")
@@ -157,8 +249,29 @@ class Loop:
             response = await self._stream(session_id, request, message_id)
         except ModelError as exc:
             await self._model_failed(session_id, span_start_id, exc, attempt)
-            return
-        await self._model_succeeded(session_id, span_start_id, message_id, response)
+            return Step(State.UNKNOWN)
+        return await self._model_succeeded(session_id, span_start_id, message_id, response)
+
+    async def _open_span(self, session_id: str) -> str:
+        """Open a model request (after a retry wait, a tool round or a restart), taking in any
+        message the client sent meanwhile, and closing a span a crash left open."""
+        pending = [e for e in await self.store.events.pending(session_id) if e.type in STEERING]
+        async with self.journal.transaction(session_id) as tx:
+            data = dict(tx.session.data)
+            thread_id = data["primary_thread_id"]
+            opening: list[NewEvent] = []
+            if data.get("open_span"):
+                opening.append(self._span_end(data["open_span"], thread_id, Usage(), is_error=True))
+            if tx.session.status == "rescheduling":
+                opening.append(NewEvent(ev.STATUS_RUNNING, {}, thread_id=thread_id))
+            if pending:
+                await self.store.events.mark_processed(
+                    tx.conn, session_id, [e.seq for e in pending], at=tx.at, after_seq=tx.last_seq
+                )
+            events = await tx.append(*opening, NewEvent(ev.SPAN_MODEL_START, {}, thread_id=thread_id))
+            data["open_span"] = events[-1].id
+            tx.save(data=data, status="running")
+            return events[-1].id
 
     async def _stream(self, session_id: str, request: ModelRequest, message_id: str) -> ModelResponse:
         provider = self.models.provider_for(request.model)
@@ -172,14 +285,11 @@ class Loop:
                     started = True
                     start = {"type": "event_start", "event": {"type": ev.AGENT_MESSAGE, "id": message_id}}
                     self.bus.publish(session_id, [Preview(ev.AGENT_MESSAGE, start)])
+                content = {"type": "text", "text": item.text}
                 delta = {
                     "type": "event_delta",
                     "event_id": message_id,
-                    "delta": {
-                        "type": "content_delta",
-                        "index": item.index,
-                        "content": {"type": "text", "text": item.text},
-                    },
+                    "delta": {"type": "content_delta", "index": item.index, "content": content},
                 }
                 self.bus.publish(session_id, [Preview(ev.AGENT_MESSAGE, delta)])
             else:
@@ -190,35 +300,111 @@ class Loop:
 
     async def _model_succeeded(
         self, session_id: str, start_id: str, message_id: str, response: ModelResponse
-    ) -> None:
-        text_blocks = [
-            {"type": "text", "text": b.get("text", "")} for b in response.content if b.get("type") == "text"
-        ]
+    ) -> Step:
         async with self.journal.transaction(session_id) as tx:
-            thread_id = tx.session.data["primary_thread_id"]
-            if text_blocks:
-                await tx.append(
-                    NewEvent(ev.AGENT_MESSAGE, {"content": text_blocks}, thread_id=thread_id, id=message_id)
+            data = dict(tx.session.data)
+            thread_id = data["primary_thread_id"]
+            agent = data["agent"]
+            text = [
+                {"type": "text", "text": b.get("text", "")}
+                for b in response.content
+                if b.get("type") == "text" and b.get("text")
+            ]
+            planned = c.plan_tool_uses(agent, response.content, thread_id, new_id)
+            events: list[NewEvent] = []
+            if any(b.get("type") == "thinking" for b in response.content):
+                events.append(NewEvent(ev.AGENT_THINKING, {}, thread_id=thread_id))
+            if text:
+                events.append(
+                    NewEvent(ev.AGENT_MESSAGE, {"content": text}, thread_id=thread_id, id=message_id)
                 )
-            await tx.append(
-                NewEvent(
-                    ev.SPAN_MODEL_END,
-                    {
-                        "model_request_start_id": start_id,
-                        "is_error": False,
-                        "model_usage": model_usage(response.usage),
-                    },
-                    thread_id=thread_id,
-                )
-            )
-            stop: dict[str, Any] = {"type": "end_turn"}
-            details = None
+            events += planned.uses
+            events.append(self._span_end(start_id, thread_id, response.usage))
+            events += planned.results
+            await tx.append(*events)
+            data["open_span"] = None
+            data["attempt"] = 0
+            data["turn_usage"] = add_usage(data.get("turn_usage") or {}, response.usage)
+            data["rounds"] = int(data.get("rounds", 0)) + 1
+            open_calls = c.load_calls(data) + planned.calls
+            data["calls"] = c.dump_calls(open_calls)
+            if any(x.state == "pending" for x in open_calls):
+                tx.save(data=data)
+                return Step(State.TOOLS)
+            if open_calls:
+                tx.save(data=data)
+                return Step(State.AWAIT)
+            if planned.uses:  # every call was denied: the model reads the denials
+                tx.save(data=data)
+                return Step(State.MODEL_REQUEST)
             if response.stop_reason == "refusal":
-                stop, details = (
-                    {"type": "refusal"},
-                    {"type": "refusal", "category": None, "explanation": None},
+                details = {"type": "refusal", "category": None, "explanation": None}
+                await self._append_idle(tx, data, {"type": "refusal"}, details)
+            else:
+                await self._append_idle(tx, data, {"type": "end_turn"})
+            return Step(State.UNKNOWN)
+
+    async def _tools(self, session_id: str) -> Step:
+        """Run the turn's allowed calls one by one, each persisted as running first."""
+        while True:
+            session = await self.store.sessions.get(None, session_id)
+            if session is None or session.status not in ("running", "rescheduling"):
+                return Step(State.UNKNOWN)
+            open_calls = c.load_calls(session.data)
+            call = next((x for x in open_calls if x.state in ("pending", "running")), None)
+            if call is None:
+                return Step(State.AWAIT) if open_calls else Step(State.MODEL_REQUEST)
+            thread_id = session.data["primary_thread_id"]
+            if call.state == "running":
+                await self._resolve(
+                    session_id, call, c.tool_result(call.id, RESTARTED, thread_id, is_error=True)
                 )
-            await self._set_idle(tx, stop, details, usage=response.usage)
+                continue
+            async with self.journal.transaction(session_id) as tx:
+                data = dict(tx.session.data)
+                data["calls"] = c.dump_calls(c.with_state(c.load_calls(data), call.id, "running"))
+                tx.save(data=data)
+            executor = self.executors.get(
+                session_id, toolset=find_toolset(session.data["agent"].get("tools"))
+            )
+            result = await executor.run(call.name, call.input)
+            await self._resolve(
+                session_id, call, c.tool_result(call.id, result.content, thread_id, is_error=result.is_error)
+            )
+
+    async def _resolve(self, session_id: str, call: c.Call, result: NewEvent) -> None:
+        async with self.journal.transaction(session_id) as tx:
+            data = dict(tx.session.data)
+            data["calls"] = c.dump_calls(c.without(c.load_calls(data), call.id))
+            await tx.append(result)
+            tx.save(data=data)
+
+    async def _await(self, session_id: str) -> None:
+        async with self.journal.transaction(session_id) as tx:
+            data = dict(tx.session.data)
+            held = [x.id for x in c.load_calls(data) if x.state == "held"]
+            await self._append_idle(tx, data, {"type": "requires_action", "event_ids": held})
+
+    async def interrupted(self, session_id: str) -> None:
+        """End the turn now (the in-flight request or tool was already cancelled): close the
+        open span, report started calls as interrupted, drop held ones, go idle."""
+        async with self.journal.transaction(session_id) as tx:
+            data = dict(tx.session.data)
+            if tx.session.status not in ("running", "rescheduling") and not data.get("calls"):
+                return
+            thread_id = data["primary_thread_id"]
+            events: list[NewEvent] = []
+            if data.get("open_span"):
+                events.append(self._span_end(data["open_span"], thread_id, Usage(), is_error=True))
+            for call in c.load_calls(data):
+                if call.kind == "builtin" and call.state in ("pending", "running"):
+                    events.append(c.tool_result(call.id, INTERRUPTED, thread_id, is_error=True))
+            await tx.append(*events)
+            data["calls"] = []
+            data["open_span"] = None
+            await self._append_idle(tx, data, {"type": "end_turn"})
+
+    # --- failures ---------------------------------------------------------------------------
 
     async def _model_failed(self, session_id: str, start_id: str, exc: ModelError, attempt: int) -> None:
         error_type = MODEL_ERROR_TYPES.get(exc.kind, "model_request_failed_error")
@@ -232,40 +418,103 @@ class Loop:
             "model request failed", extra={"session_id": session_id, "kind": exc.kind, "attempt": attempt}
         )
         async with self.journal.transaction(session_id) as tx:
-            thread_id = tx.session.data["primary_thread_id"]
+            data = dict(tx.session.data)
+            thread_id = data["primary_thread_id"]
             await tx.append(
-                NewEvent(
-                    ev.SPAN_MODEL_END,
-                    {
-                        "model_request_start_id": start_id,
-                        "is_error": True,
-                        "model_usage": model_usage(Usage()),
-                    },
-                    thread_id=thread_id,
-                ),
+                self._span_end(start_id, thread_id, Usage(), is_error=True),
                 NewEvent(ev.SESSION_ERROR, {"error": error}, thread_id=thread_id),
             )
+            data["open_span"] = None
             if retry:
-                data = dict(tx.session.data)
                 data["attempt"] = attempt + 1
                 await tx.append(NewEvent(ev.STATUS_RESCHEDULED, {}, thread_id=thread_id))
                 tx.save(data=data, status="rescheduling")
             else:
-                await self._set_idle(tx, {"type": "retries_exhausted"}, None, usage=Usage())
+                data["calls"] = []
+                await self._append_idle(tx, data, {"type": "retries_exhausted"})
         if retry:
             await asyncio.sleep(self.retry.delay(attempt, exc.retry_after_s))
 
-    async def _set_idle(
-        self, tx: Tx, stop: dict[str, Any], details: dict[str, Any] | None, *, usage: Usage
-    ) -> None:
+    async def _give_up(self, session_id: str, start_id: str, error_type: str, message: str) -> None:
+        async with self.journal.transaction(session_id) as tx:
+            data = dict(tx.session.data)
+            thread_id = data["primary_thread_id"]
+            error = {"type": error_type, "message": message, "retry_status": {"type": "exhausted"}}
+            await tx.append(
+                self._span_end(start_id, thread_id, Usage(), is_error=True),
+                NewEvent(ev.SESSION_ERROR, {"error": error}, thread_id=thread_id),
+            )
+            data["open_span"] = None
+            data["calls"] = []
+            await self._append_idle(tx, data, {"type": "retries_exhausted"})
+
+    async def _maybe_compact(
+        self, session_id: str, agent: dict[str, Any], conversation: Conversation, tools: list[dict[str, Any]]
+    ) -> tuple[list[dict[str, Any]], bool | None]:
+        """Compact when the request nears the model's window. Returns the messages to send and
+        True (compacted), None (no need) or False (too large even after compacting)."""
+        messages = conversation.messages
+        if not self.compactor.needed(agent, messages, tools):
+            return messages, None
+        summary = await self.compactor.summarize(agent, messages, conversation.starts)
+        if summary is None:
+            return messages, False
+        async with self.journal.transaction(session_id) as tx:
+            data = dict(tx.session.data)
+            await tx.append(NewEvent(ev.AGENT_CONTEXT_COMPACTED, {}, thread_id=data["primary_thread_id"]))
+            data["compaction"] = {"key": summary.cut_key, "summary": summary.text}
+            data["compactions"] = int(data.get("compactions", 0)) + 1
+            tx.save(data=data)
+        compacted = await self.context.messages(session_id, data["compaction"])
+        if self.compactor.needed(agent, compacted, tools):
+            return compacted, False
+        return compacted, True
+
+    # --- shared pieces ----------------------------------------------------------------------
+
+    def _span_end(self, start_id: str, thread_id: str, usage: Usage, *, is_error: bool = False) -> NewEvent:
+        return NewEvent(
+            ev.SPAN_MODEL_END,
+            {"model_request_start_id": start_id, "is_error": is_error, "model_usage": model_usage(usage)},
+            thread_id=thread_id,
+        )
+
+    def _mark_running(self, tx: Tx, data: dict[str, Any]) -> None:
+        data["running_since"] = data.get("running_since") or tx.at
+        data.setdefault("first_run_at", tx.at)
+
+    def _running_events(self, tx: Tx) -> list[NewEvent]:
         thread_id = tx.session.data["primary_thread_id"]
         name = tx.session.data["agent"]["name"]
-        data = dict(tx.session.data)
-        data["usage"] = add_usage(data["usage"], usage)
-        data["active_us"] = data.get("active_us", 0) + max(0, tx.at - (data.get("running_since") or tx.at))
+        return [
+            NewEvent(ev.STATUS_RUNNING, {}, thread_id=thread_id),
+            NewEvent(
+                ev.THREAD_RUNNING, {"session_thread_id": thread_id, "agent_name": name}, thread_id=thread_id
+            ),
+        ]
+
+    async def _append_idle(
+        self, tx: Tx, data: dict[str, Any], stop: dict[str, Any], details: dict[str, Any] | None = None
+    ) -> None:
+        """Go idle: the primary thread first, then the session (the order the SDK expects)."""
+        thread_id = data["primary_thread_id"]
+        name = data["agent"]["name"]
+        if data.get("running_since") is not None:
+            data["active_us"] = data.get("active_us", 0) + max(0, tx.at - data["running_since"])
         data["running_since"] = None
         data["attempt"] = 0
         data["turns"] = data.get("turns", 0) + 1
+        # Tokens reach the session's usage when the turn ends (as on the hosted service).
+        turn = data.pop("turn_usage", None) or {}
+        data["usage"] = add_usage(
+            data["usage"],
+            Usage(
+                turn.get("input_tokens", 0),
+                turn.get("output_tokens", 0),
+                turn.get("cache_read_input_tokens", 0),
+                (turn.get("cache_creation") or {}).get("ephemeral_5m_input_tokens", 0),
+            ),
+        )
         idle: dict[str, Any] = {"stop_reason": stop}
         if details is not None:
             idle["stop_details"] = details

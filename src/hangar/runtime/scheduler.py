@@ -1,4 +1,4 @@
-"""Owns one driver task per active session; wakes them when input arrives.
+"""Owns one driver task per active session; wakes them when input arrives, stops them on interrupt.
 
 Structured concurrency: every task is created, tracked, cancelled and awaited here. A session
 has at most one driver at a time, so its transitions are strictly serial.
@@ -10,17 +10,20 @@ import asyncio
 import logging
 
 from hangar.runtime.loop import Loop
+from hangar.runtime.tools.executor import ExecutorPool
 from hangar.store import Store
 
 log = logging.getLogger(__name__)
 
 
 class Scheduler:
-    def __init__(self, store: Store, loop: Loop) -> None:
+    def __init__(self, store: Store, loop: Loop, executors: ExecutorPool) -> None:
         self.store = store
         self.loop = loop
+        self.executors = executors
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._again: set[str] = set()
+        self._interrupts: set[str] = set()
         self._closing = False
 
     def wake(self, session_id: str) -> None:
@@ -29,16 +32,34 @@ class Scheduler:
             return
         self._again.add(session_id)
         if session_id not in self._tasks:
-            task = asyncio.create_task(self._drive(session_id), name=f"session:{session_id}")
-            self._tasks[session_id] = task
+            self._tasks[session_id] = asyncio.create_task(
+                self._drive(session_id), name=f"session:{session_id}"
+            )
 
     def running(self, session_id: str) -> bool:
         return session_id in self._tasks
 
+    async def interrupt(self, session_id: str) -> None:
+        """Stop what the session is doing now (model request, tool process tree) and end the
+        turn; the driver then carries on with any queued input."""
+        if self._closing:
+            return
+        self._interrupts.add(session_id)
+        if session_id in self.executors:
+            await self.executors.get(session_id).cancel()
+        task = self._tasks.get(session_id)
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        self.wake(session_id)
+
     async def _drive(self, session_id: str) -> None:
         try:
-            while session_id in self._again:
+            while session_id in self._again or session_id in self._interrupts:
                 self._again.discard(session_id)
+                if session_id in self._interrupts:
+                    self._interrupts.discard(session_id)
+                    await self.loop.interrupted(session_id)
                 step = await self.loop.step(session_id)
                 while step is not None:
                     step = await self.loop.step(session_id, step)
@@ -46,10 +67,11 @@ class Scheduler:
             raise
         except Exception:
             # A bug must not kill the server or leave the session wedged: log it with the
-            # session id; the session's state is in the log and the next wake retries.
+            # session id; the session's state is in the store and the next wake retries.
             log.exception("session driver failed", extra={"session_id": session_id})
         finally:
-            self._tasks.pop(session_id, None)
+            if self._tasks.get(session_id) is asyncio.current_task():
+                del self._tasks[session_id]
 
     async def start(self) -> None:
         """Resume every session a previous process left mid-turn or with queued input."""
@@ -64,3 +86,4 @@ class Scheduler:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        await self.executors.aclose()

@@ -128,6 +128,7 @@ class EventStore:
                     "thread_id": stored.thread_id,
                     "created_at": stored.created_at,
                     "processed_at": stored.processed_at,
+                    "history_key": 2 * stored.seq if ev.processed else None,
                     "data": stored.data,
                 }
             )
@@ -135,17 +136,16 @@ class EventStore:
         return out
 
     async def mark_processed(
-        self, conn: Conn, session_id: str, seqs: list[int], at: int | None = None
-    ) -> int:
+        self, conn: Conn, session_id: str, seqs: list[int], *, at: int, after_seq: int
+    ) -> None:
+        """Consume queued input: it joins the conversation after event ``after_seq``."""
         if not seqs:
-            return 0
-        at = at or now_us()
+            return
         await conn.execute(
             events.update()
             .where(events.c.session_id == session_id, events.c.seq.in_(seqs), events.c.processed_at.is_(None))
-            .values(processed_at=at)
+            .values(processed_at=at, history_key=2 * after_seq + 1)
         )
-        return at
 
     async def pending(self, session_id: str) -> list[StoredEvent]:
         """Client inputs not yet consumed by the loop, oldest first."""
@@ -161,14 +161,21 @@ class EventStore:
         async with self.db.read() as conn:
             return [_stored(r) for r in (await conn.execute(stmt)).all()]
 
-    async def history(self, session_id: str, types: tuple[str, ...], after_seq: int = 0) -> list[StoredEvent]:
+    async def history(
+        self, session_id: str, types: tuple[str, ...], after_key: int = -1
+    ) -> list[tuple[int, StoredEvent]]:
+        """Consumed events of ``types`` in conversation order, with their ``history_key``."""
         stmt = (
             sa.select(events)
-            .where(events.c.session_id == session_id, events.c.type.in_(types), events.c.seq > after_seq)
-            .order_by(events.c.seq)
+            .where(
+                events.c.session_id == session_id,
+                events.c.type.in_(types),
+                events.c.history_key > after_key,
+            )
+            .order_by(events.c.history_key, events.c.seq)
         )
         async with self.db.read() as conn:
-            return [_stored(r) for r in (await conn.execute(stmt)).all()]
+            return [(r._mapping["history_key"], _stored(r)) for r in (await conn.execute(stmt)).all()]
 
     async def last_of_types(self, session_id: str, types: tuple[str, ...]) -> StoredEvent | None:
         stmt = (

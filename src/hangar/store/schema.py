@@ -98,8 +98,13 @@ events = sa.Table(
     sa.Column("thread_id", sa.String(64), nullable=True),
     sa.Column("created_at", Micros, nullable=False),
     sa.Column("processed_at", Micros, nullable=True),
+    # Position in the conversation the model sees: 2*seq for events that were processed when
+    # appended; 2*(last seq at consumption)+1 for client input consumed later (a message sent
+    # mid-turn joins the conversation where the loop took it in, not where it was queued).
+    sa.Column("history_key", sa.BigInteger, nullable=True),
     sa.Column("data", sa.JSON, nullable=False),
     sa.Index("ix_events_session_type", "session_id", "type"),
+    sa.Index("ix_events_session_history", "session_id", "history_key"),
     # Client input the loop has not consumed yet: a handful of rows at any time.
     sa.Index(
         "ix_events_pending",

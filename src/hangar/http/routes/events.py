@@ -79,9 +79,65 @@ async def send_events(
             f"events[{system[0]}]: a system.message must be the last event, right after "
             "the user.message, user.tool_result or user.custom_tool_result it accompanies"
         )
+    await _check_references(svc, who, session_id, parsed)
     stored = await _append_inputs(svc, who, session_id, parsed)
-    svc.scheduler.wake(session_id)
+    if any(e.type == ev.USER_INTERRUPT for e in parsed):
+        await svc.scheduler.interrupt(session_id)
+    else:
+        svc.scheduler.wake(session_id)
     return {"data": [e.wire() for e in stored]}
+
+
+async def _check_references(
+    svc: Services, who: Principal, session_id: str, parsed: list[ev.EventParam]
+) -> None:
+    """Results and confirmations must answer a call of this session, of the right kind."""
+    session = await load_session(svc, who, session_id)
+    for i, e in enumerate(parsed):
+        if isinstance(e, ev.UserToolConfirmation):
+            if e.deny_message is not None and e.result != "deny":
+                raise InvalidRequest(f"events[{i}].deny_message: only allowed when result is deny")
+            await _expect_call(
+                svc,
+                session_id,
+                e.tool_use_id,
+                (ev.AGENT_TOOL_USE, ev.AGENT_MCP_TOOL_USE),
+                f"events[{i}].tool_use_id",
+            )
+        elif isinstance(e, ev.UserCustomToolResult):
+            await _expect_call(
+                svc,
+                session_id,
+                e.custom_tool_use_id,
+                (ev.AGENT_CUSTOM_TOOL_USE,),
+                f"events[{i}].custom_tool_use_id",
+            )
+        elif isinstance(e, ev.UserToolResult):
+            env = await svc.store.environments.get(who.workspace_id, session.environment_id)
+            if env is None or env["config"].get("type") != "self_hosted":
+                raise InvalidRequest(
+                    f"events[{i}].type: user.tool_result is only valid on self-hosted environments"
+                )
+            await _expect_call(
+                svc, session_id, e.tool_use_id, (ev.AGENT_TOOL_USE,), f"events[{i}].tool_use_id"
+            )
+        elif (
+            isinstance(e, ev.SystemMessage)
+            and session.status == "idle"
+            and any(call.get("state") == "held" for call in session.data.get("calls") or ())
+        ):
+            raise InvalidRequest(
+                f"events[{i}]: a system.message cannot be sent while the session waits for tool "
+                "confirmations or results (requires_action)"
+            )
+
+
+async def _expect_call(
+    svc: Services, session_id: str, event_id: str, types: tuple[str, ...], path: str
+) -> None:
+    found = await svc.store.events.get(session_id, event_id)
+    if found is None or found.type not in types:
+        raise NotFound(f"{path}: no {' or '.join(types)} event {event_id} in session {session_id}")
 
 
 async def _append_inputs(
