@@ -24,14 +24,26 @@ import email.utils
 import time
 import warnings
 from collections.abc import AsyncIterator
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
-import anthropic
 import httpx2
 
 from hangar.runtime.models.base import ErrorKind, ModelError, ModelRequest, ModelResponse, TextDelta, Usage
 
+if TYPE_CHECKING:
+    import anthropic
+
 NAME = "anthropic"
+
+
+def _sdk() -> ModuleType:
+    """The official SDK, imported on first use: it takes seconds to import (a thousand type
+    modules), which every server start and CLI call would otherwise pay for."""
+    import anthropic
+
+    return anthropic
+
 
 # error.type of an upstream envelope (also sent as an SSE ``error`` event mid-stream).
 _TYPE_KINDS: dict[str, tuple[ErrorKind, int]] = {
@@ -57,7 +69,7 @@ class AnthropicProvider:
         self._api_key = api_key or None
         self._client: anthropic.AsyncAnthropic | None = None
         if self._api_key is not None:
-            self._client = anthropic.AsyncAnthropic(
+            self._client = _sdk().AsyncAnthropic(
                 api_key=self._api_key, base_url=base_url, timeout=timeout_s, max_retries=0
             )
 
@@ -78,6 +90,7 @@ class AnthropicProvider:
                 retryable=False,
             )
         kwargs = _request_kwargs(request)
+        anthropic = _sdk()
         try:
             with warnings.catch_warnings():
                 # Model deprecation is the catalogue's business (its lifecycle field); the SDK's
