@@ -24,8 +24,8 @@ from hangar.store import Store, open_database
 from hangar.store.db import now_us
 from hangar.store.files import FileStore
 from hangar.store.keys import DEFAULT_WORKSPACE
+from hangar.store.migrate import upgrade
 from hangar.store.schema import files as files_table
-from hangar.store.schema import metadata as schema_metadata
 from hangar.testing import ServerProcess
 from tests.conftest import API_KEY
 from tests.helpers import strict
@@ -471,10 +471,10 @@ async def test_failed_insert_leaves_no_blob(tmp_path: Path) -> None:
 
 
 async def test_store_round_trip_on_fresh_sqlite(tmp_path: Path) -> None:
-    db = open_database(f"sqlite+aiosqlite:///{tmp_path / 'h.db'}")
+    url = f"sqlite:///{tmp_path / 'h.db'}"
+    upgrade(url)  # the real migrations, as `hangar serve` applies them
+    db = open_database(url)
     try:
-        async with db.engine.begin() as conn:
-            await conn.run_sync(schema_metadata.create_all)
         fs = FileStore(db)
         data = os.urandom(1024 * 1024)
         out = await fs.create_output("wrkspc_t", "sesn_t", "big.bin", data, tmp_path / "files")
