@@ -135,6 +135,14 @@ class Settings(BaseSettings):
             "Fraction of the model's context window at which older turns are summarised (compaction)."
         ),
     )
+    usage_event_interval_s: float = Field(
+        default=30.0,
+        ge=0,
+        description=(
+            "Least time between two `session.usage` events of a running session "
+            "(0: after every model request)."
+        ),
+    )
     max_body_bytes: int = Field(
         default=32 * 1024 * 1024, gt=0, description="Largest accepted request body, in bytes."
     )

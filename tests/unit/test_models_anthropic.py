@@ -11,7 +11,15 @@ import anthropic
 import pytest
 from anthropic.types import Message
 
-from hangar.runtime.models import AnthropicProvider, ModelError, ModelRequest, ModelResponse, TextDelta, Usage
+from hangar.runtime.models import (
+    AnthropicProvider,
+    ModelError,
+    ModelRequest,
+    ModelResponse,
+    TextDelta,
+    ThinkingStart,
+    Usage,
+)
 from hangar.testing import free_port
 from hangar.testing.fake_anthropic import DEFAULT_TEXT, FakeAnthropic, FakeReply
 from tests.helpers import strict
@@ -49,8 +57,13 @@ def request(**kw: Any) -> ModelRequest:
 async def run(p: AnthropicProvider, req: ModelRequest | None = None) -> tuple[list[TextDelta], ModelResponse]:
     items = [item async for item in p.stream(req or request())]
     assert isinstance(items[-1], ModelResponse)
-    assert all(isinstance(i, TextDelta) for i in items[:-1])
-    return items[:-1], items[-1]  # type: ignore[return-value]
+    thinking = sum(1 for b in items[-1].content if b["type"] == "thinking")
+    assert sum(isinstance(i, ThinkingStart) for i in items) == thinking, (
+        "one ThinkingStart per thinking block"
+    )
+    deltas = [i for i in items[:-1] if not isinstance(i, ThinkingStart)]
+    assert all(isinstance(i, TextDelta) for i in deltas)
+    return deltas, items[-1]  # type: ignore[return-value]
 
 
 async def test_streams_text(provider: AnthropicProvider, fake: FakeAnthropic) -> None:

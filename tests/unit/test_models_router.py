@@ -157,6 +157,7 @@ def test_public_surface_is_pinned() -> None:
         "ModelRouter",
         "ScriptedProvider",
         "TextDelta",
+        "ThinkingStart",
         "Usage",
         "context_window",
     ]

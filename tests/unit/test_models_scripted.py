@@ -10,7 +10,15 @@ from typing import Any
 
 import pytest
 
-from hangar.runtime.models import ModelError, ModelRequest, ModelResponse, ScriptedProvider, TextDelta, Usage
+from hangar.runtime.models import (
+    ModelError,
+    ModelRequest,
+    ModelResponse,
+    ScriptedProvider,
+    TextDelta,
+    ThinkingStart,
+    Usage,
+)
 
 
 def user(content: Any) -> dict[str, Any]:
@@ -24,7 +32,12 @@ def req(text: str | list[dict[str, Any]], *, model: str = "scripted", **kw: Any)
 async def run(provider: ScriptedProvider, request: ModelRequest) -> tuple[list[TextDelta], ModelResponse]:
     items = [item async for item in provider.stream(request)]
     assert isinstance(items[-1], ModelResponse), "the last item must be the response"
-    deltas = items[:-1]
+    starts = [i for i in items if isinstance(i, ThinkingStart)]
+    has_thinking = any(b["type"] == "thinking" for b in items[-1].content)
+    assert len(starts) == (1 if has_thinking else 0), "one ThinkingStart per thinking block"
+    if starts:
+        assert isinstance(items[0], ThinkingStart), "thinking starts before the text"
+    deltas = [i for i in items[:-1] if not isinstance(i, ThinkingStart)]
     assert all(isinstance(d, TextDelta) for d in deltas)
     return deltas, items[-1]  # type: ignore[return-value]
 

@@ -29,7 +29,14 @@ from hangar.runtime import calls as c
 from hangar.runtime.compaction import Compactor
 from hangar.runtime.context import Conversation, ConversationCache
 from hangar.runtime.journal import Journal, Tx
-from hangar.runtime.models.base import ModelError, ModelRequest, ModelResponse, TextDelta, Usage
+from hangar.runtime.models.base import (
+    ModelError,
+    ModelRequest,
+    ModelResponse,
+    TextDelta,
+    ThinkingStart,
+    Usage,
+)
 from hangar.runtime.models.router import ModelRouter
 from hangar.runtime.tools.definitions import find_toolset
 from hangar.runtime.tools.executor import ExecutorPool
@@ -244,13 +251,13 @@ class Loop:
             tools=tools,
             effort=(agent["model"].get("effort") or {}).get("type"),
         )
-        message_id = new_id("event")
+        ids = PreviewIds(message=new_id("event"), thinking=new_id("event"))
         try:
-            response = await self._stream(session_id, request, message_id)
+            response = await self._stream(session_id, request, ids)
         except ModelError as exc:
             await self._model_failed(session_id, span_start_id, exc, attempt)
             return Step(State.UNKNOWN)
-        return await self._model_succeeded(session_id, span_start_id, message_id, response)
+        return await self._model_succeeded(session_id, span_start_id, ids, response)
 
     async def _open_span(self, session_id: str) -> str:
         """Open a model request (after a retry wait, a tool round or a restart), taking in any
@@ -273,22 +280,27 @@ class Loop:
             tx.save(data=data, status="running")
             return events[-1].id
 
-    async def _stream(self, session_id: str, request: ModelRequest, message_id: str) -> ModelResponse:
+    async def _stream(self, session_id: str, request: ModelRequest, ids: PreviewIds) -> ModelResponse:
+        """Consume the model's stream, publishing previews to streams that asked for them."""
         provider = self.models.provider_for(request.model)
         started = False
         final: ModelResponse | None = None
         async for item in provider.stream(request):
-            if isinstance(item, TextDelta):
+            if isinstance(item, ThinkingStart):
+                if self.bus.wants_previews(session_id, ev.AGENT_THINKING):
+                    start = {"type": "event_start", "event": {"type": ev.AGENT_THINKING, "id": ids.thinking}}
+                    self.bus.publish(session_id, [Preview(ev.AGENT_THINKING, start)])
+            elif isinstance(item, TextDelta):
                 if not self.bus.wants_previews(session_id, ev.AGENT_MESSAGE):
                     continue
                 if not started:
                     started = True
-                    start = {"type": "event_start", "event": {"type": ev.AGENT_MESSAGE, "id": message_id}}
+                    start = {"type": "event_start", "event": {"type": ev.AGENT_MESSAGE, "id": ids.message}}
                     self.bus.publish(session_id, [Preview(ev.AGENT_MESSAGE, start)])
                 content = {"type": "text", "text": item.text}
                 delta = {
                     "type": "event_delta",
-                    "event_id": message_id,
+                    "event_id": ids.message,
                     "delta": {"type": "content_delta", "index": item.index, "content": content},
                 }
                 self.bus.publish(session_id, [Preview(ev.AGENT_MESSAGE, delta)])
@@ -299,7 +311,7 @@ class Loop:
         return final
 
     async def _model_succeeded(
-        self, session_id: str, start_id: str, message_id: str, response: ModelResponse
+        self, session_id: str, start_id: str, ids: PreviewIds, response: ModelResponse
     ) -> Step:
         async with self.journal.transaction(session_id) as tx:
             data = dict(tx.session.data)
@@ -313,18 +325,21 @@ class Loop:
             planned = c.plan_tool_uses(agent, response.content, thread_id, new_id)
             events: list[NewEvent] = []
             if any(b.get("type") == "thinking" for b in response.content):
-                events.append(NewEvent(ev.AGENT_THINKING, {}, thread_id=thread_id))
+                events.append(NewEvent(ev.AGENT_THINKING, {}, thread_id=thread_id, id=ids.thinking))
             if text:
                 events.append(
-                    NewEvent(ev.AGENT_MESSAGE, {"content": text}, thread_id=thread_id, id=message_id)
+                    NewEvent(ev.AGENT_MESSAGE, {"content": text}, thread_id=thread_id, id=ids.message)
                 )
             events += planned.uses
             events.append(self._span_end(start_id, thread_id, response.usage))
             events += planned.results
+            data["turn_usage"] = add_usage(data.get("turn_usage") or {}, response.usage)
+            if tx.at - int(data.get("usage_event_at") or 0) >= self.settings.usage_event_interval_s * 1e6:
+                events.append(self._usage_event(data, tx.at))
+                data["usage_event_at"] = tx.at
             await tx.append(*events)
             data["open_span"] = None
             data["attempt"] = 0
-            data["turn_usage"] = add_usage(data.get("turn_usage") or {}, response.usage)
             data["rounds"] = int(data.get("rounds", 0)) + 1
             open_calls = c.load_calls(data) + planned.calls
             data["calls"] = c.dump_calls(open_calls)
@@ -479,7 +494,20 @@ class Loop:
             thread_id=thread_id,
         )
 
+    def _usage_event(self, data: dict[str, Any], at: int) -> NewEvent:
+        """``session.usage``: the cumulative usage so far (the running turn included)."""
+        total = add_usage(data["usage"], usage_of(data.get("turn_usage") or {}))
+        active = data.get("active_us", 0) + (at - data["running_since"] if data.get("running_since") else 0)
+        snapshot = {**total, "active_seconds": round(active / 1e6, 6)}
+        return NewEvent(
+            ev.SESSION_USAGE,
+            {"usage": snapshot, "budget": data.get("budget")},
+            thread_id=data["primary_thread_id"],
+        )
+
     def _mark_running(self, tx: Tx, data: dict[str, Any]) -> None:
+        if data.get("running_since") is None:
+            data["usage_event_at"] = tx.at  # session.usage is periodic within a running turn
         data["running_since"] = data.get("running_since") or tx.at
         data.setdefault("first_run_at", tx.at)
 
@@ -505,16 +533,7 @@ class Loop:
         data["attempt"] = 0
         data["turns"] = data.get("turns", 0) + 1
         # Tokens reach the session's usage when the turn ends (as on the hosted service).
-        turn = data.pop("turn_usage", None) or {}
-        data["usage"] = add_usage(
-            data["usage"],
-            Usage(
-                turn.get("input_tokens", 0),
-                turn.get("output_tokens", 0),
-                turn.get("cache_read_input_tokens", 0),
-                (turn.get("cache_creation") or {}).get("ephemeral_5m_input_tokens", 0),
-            ),
-        )
+        data["usage"] = add_usage(data["usage"], usage_of(data.pop("turn_usage", None) or {}))
         idle: dict[str, Any] = {"stop_reason": stop}
         if details is not None:
             idle["stop_details"] = details
@@ -527,6 +546,23 @@ class Loop:
             NewEvent(ev.STATUS_IDLE, idle, thread_id=thread_id),
         )
         tx.save(data=data, status="idle")
+
+
+@dataclass(frozen=True)
+class PreviewIds:
+    """Ids chosen before a model request, so previews and the final events share them."""
+
+    message: str
+    thinking: str
+
+
+def usage_of(total: dict[str, Any]) -> Usage:
+    return Usage(
+        total.get("input_tokens", 0),
+        total.get("output_tokens", 0),
+        total.get("cache_read_input_tokens", 0),
+        (total.get("cache_creation") or {}).get("ephemeral_5m_input_tokens", 0),
+    )
 
 
 def model_usage(u: Usage) -> dict[str, Any]:

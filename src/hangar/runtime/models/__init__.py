@@ -16,6 +16,7 @@ from hangar.runtime.models.base import (
     ModelRequest,
     ModelResponse,
     TextDelta,
+    ThinkingStart,
     Usage,
 )
 from hangar.runtime.models.catalog import ModelCatalog, context_window
@@ -32,6 +33,7 @@ __all__ = [
     "ModelRouter",
     "ScriptedProvider",
     "TextDelta",
+    "ThinkingStart",
     "Usage",
     "context_window",
 ]

@@ -29,7 +29,15 @@ from typing import TYPE_CHECKING, Any
 
 import httpx2
 
-from hangar.runtime.models.base import ErrorKind, ModelError, ModelRequest, ModelResponse, TextDelta, Usage
+from hangar.runtime.models.base import (
+    ErrorKind,
+    ModelError,
+    ModelRequest,
+    ModelResponse,
+    TextDelta,
+    ThinkingStart,
+    Usage,
+)
 
 if TYPE_CHECKING:
     import anthropic
@@ -81,7 +89,7 @@ class AnthropicProvider:
         if self._client is not None:
             await self._client.close()
 
-    async def stream(self, request: ModelRequest) -> AsyncIterator[TextDelta | ModelResponse]:
+    async def stream(self, request: ModelRequest) -> AsyncIterator[TextDelta | ThinkingStart | ModelResponse]:
         if self._client is None:
             raise ModelError(
                 "authentication",
@@ -104,6 +112,8 @@ class AnthropicProvider:
                     if event.type == "content_block_start":
                         if event.content_block.type == "text":
                             text_index[event.index] = len(text_index)
+                        elif event.content_block.type == "thinking":
+                            yield ThinkingStart()
                     elif event.type == "content_block_delta":
                         if event.delta.type == "text_delta" and event.delta.text:
                             yield TextDelta(text_index.get(event.index, 0), event.delta.text)

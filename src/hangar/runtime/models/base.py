@@ -49,6 +49,11 @@ class ModelRequest:
 
 
 @dataclass(frozen=True)
+class ThinkingStart:
+    """The model began a thinking block (``agent.thinking`` previews are start-only)."""
+
+
+@dataclass(frozen=True)
 class TextDelta:
     """Streamed text for the ``index``-th text block of the response (dense from 0, counting
     text blocks only: a tool_use block between two text blocks does not take an index)."""
@@ -116,7 +121,7 @@ class ModelProvider(Protocol):
 
     name: str
 
-    def stream(self, request: ModelRequest) -> AsyncIterator[TextDelta | ModelResponse]:
+    def stream(self, request: ModelRequest) -> AsyncIterator[TextDelta | ThinkingStart | ModelResponse]:
         """Yield text deltas, then exactly one :class:`ModelResponse` last; raise :class:`ModelError`."""
         ...
 

@@ -63,7 +63,15 @@ from typing import Any
 import httpx
 
 from hangar import __version__
-from hangar.runtime.models.base import ErrorKind, ModelError, ModelRequest, ModelResponse, TextDelta, Usage
+from hangar.runtime.models.base import (
+    ErrorKind,
+    ModelError,
+    ModelRequest,
+    ModelResponse,
+    TextDelta,
+    ThinkingStart,
+    Usage,
+)
 
 NAME = "openai"
 
@@ -113,7 +121,7 @@ class OpenAICompatProvider:
     async def aclose(self) -> None:
         await self._client.aclose()
 
-    async def stream(self, request: ModelRequest) -> AsyncIterator[TextDelta | ModelResponse]:
+    async def stream(self, request: ModelRequest) -> AsyncIterator[TextDelta | ThinkingStart | ModelResponse]:
         if self._base_url is None:
             raise ModelError(
                 "invalid_request",

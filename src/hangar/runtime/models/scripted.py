@@ -70,6 +70,7 @@ from hangar.runtime.models.base import (
     ModelRequest,
     ModelResponse,
     TextDelta,
+    ThinkingStart,
     Usage,
 )
 
@@ -244,7 +245,7 @@ class ScriptedProvider:
     async def aclose(self) -> None:
         return None
 
-    async def stream(self, request: ModelRequest) -> AsyncIterator[TextDelta | ModelResponse]:
+    async def stream(self, request: ModelRequest) -> AsyncIterator[TextDelta | ThinkingStart | ModelResponse]:
         last_text, tool_results = _last_user_input(request.messages)
         turn = self._take_turn(last_text) if self._turns else None
         if turn is not None:
@@ -284,6 +285,8 @@ class ScriptedProvider:
         error = self._pick_error(request, last_text, d.errors)
         if error is not None and not error[1]:
             raise error[0]
+        if d.thinking:
+            yield ThinkingStart()
         index = 0
         for block in content:
             if block["type"] != "text":
@@ -339,7 +342,7 @@ class ScriptedProvider:
 
     async def _play_turn(
         self, request: ModelRequest, turn: ScriptTurn
-    ) -> AsyncIterator[TextDelta | ModelResponse]:
+    ) -> AsyncIterator[TextDelta | ThinkingStart | ModelResponse]:
         delay = self._latency_s + turn.sleep_ms / 1000
         if delay > 0:
             await asyncio.sleep(delay)
