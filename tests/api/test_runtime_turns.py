@@ -127,3 +127,21 @@ def test_system_message_refused_while_awaiting_confirmation(client: anthropic.An
         },
     )
     assert r.status_code == 400 and "requires_action" in r.json()["error"]["message"]
+
+
+def test_an_internal_failure_ends_the_turn_with_unknown_error(make_server: Any, tmp_path: Any) -> None:
+    broken = tmp_path / "script.json"
+    broken.write_text("{not json")  # the scripted provider cannot load its script
+    srv = make_server(env={"HANGAR_SCRIPTED_SCRIPT": str(broken)})
+    with anthropic.Anthropic(base_url=srv.base_url, api_key=API_KEY, max_retries=0) as client:
+        agent_id, env_id = make_agent_env(client)
+        s = client.beta.sessions.create(agent=agent_id, environment_id=env_id)
+        client.beta.sessions.events.send(s.id, events=[user_message("hi")])
+        events = wait_idle(client, s.id)
+        error = next(e for e in events if e.type == "session.error")
+        assert error.error.type == "unknown_error" and error.error.retry_status.type == "exhausted"
+        assert "json" not in error.error.message.lower()  # details stay in the server log
+        end = next(e for e in events if e.type == "span.model_request_end")
+        assert end.is_error is True
+        assert events[-1].stop_reason.type == "retries_exhausted"
+        assert client.beta.sessions.retrieve(s.id).status == "idle"

@@ -421,6 +421,33 @@ class Loop:
 
     # --- failures ---------------------------------------------------------------------------
 
+    async def failed(self, session_id: str) -> None:
+        """An unexpected error broke a transition: close what is open and end the turn with
+        ``unknown_error`` (the details are in the server log, not in the event)."""
+        async with self.journal.transaction(session_id) as tx:
+            if tx.session.status not in ("running", "rescheduling"):
+                return
+            data = dict(tx.session.data)
+            thread_id = data["primary_thread_id"]
+            events: list[NewEvent] = []
+            if data.get("open_span"):
+                events.append(self._span_end(data["open_span"], thread_id, Usage(), is_error=True))
+            for call in c.load_calls(data):
+                if call.kind == "builtin" and call.state in ("pending", "running"):
+                    events.append(
+                        c.tool_result(call.id, "interrupted: internal error", thread_id, is_error=True)
+                    )
+            error = {
+                "type": "unknown_error",
+                "message": "An internal error ended the turn.",
+                "retry_status": {"type": "exhausted"},
+            }
+            events.append(NewEvent(ev.SESSION_ERROR, {"error": error}, thread_id=thread_id))
+            await tx.append(*events)
+            data["calls"] = []
+            data["open_span"] = None
+            await self._append_idle(tx, data, {"type": "retries_exhausted"})
+
     async def _model_failed(self, session_id: str, start_id: str, exc: ModelError, attempt: int) -> None:
         error_type = MODEL_ERROR_TYPES.get(exc.kind, "model_request_failed_error")
         retry = exc.retryable and attempt + 1 < self.retry.max_attempts

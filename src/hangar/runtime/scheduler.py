@@ -66,9 +66,13 @@ class Scheduler:
         except asyncio.CancelledError:
             raise
         except Exception:
-            # A bug must not kill the server or leave the session wedged: log it with the
-            # session id; the session's state is in the store and the next wake retries.
+            # A bug must not kill the server or leave the session wedged: log it, and end the
+            # turn with an `unknown_error` the client can see.
             log.exception("session driver failed", extra={"session_id": session_id})
+            try:
+                await self.loop.failed(session_id)
+            except Exception:
+                log.exception("could not record the failure", extra={"session_id": session_id})
         finally:
             if self._tasks.get(session_id) is asyncio.current_task():
                 del self._tasks[session_id]
