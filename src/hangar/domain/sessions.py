@@ -255,6 +255,8 @@ async def create_session(svc: Services, workspace_id: str, body: dict[str, Any])
         "usage": zero_usage(),
         "outcome_evaluations": [],
         "primary_thread_id": thread_id,
+        # Built-in tools of a self-hosted environment run in the customer's worker.
+        "self_hosted": (env.get("config") or {}).get("type") == "self_hosted",
         "active_us": 0,
         "running_since": None,
     }

@@ -8,6 +8,10 @@ that a restarted server reads back as it was. Each call is a :class:`Call`; its 
 - ``running``: started (a restart finds it here only if the server died mid-call: it is then
   reported as interrupted, never run twice);
 - ``held``: waiting for the client (``always_ask``/``auto`` said ask, or a custom tool).
+
+On a self-hosted environment the built-in tools run in the customer's worker: such calls are
+``remote`` and stay held until a ``user.tool_result`` answers them (a confirmation only lets the
+worker go ahead).
 """
 
 from __future__ import annotations
@@ -31,13 +35,16 @@ class Call:
     name: str
     input: dict[str, Any]
     state: CallState
+    remote: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_json(cls, raw: dict[str, Any]) -> Call:
-        return cls(raw["id"], raw["kind"], raw["name"], raw.get("input") or {}, raw["state"])
+        return cls(
+            raw["id"], raw["kind"], raw["name"], raw.get("input") or {}, raw["state"], bool(raw.get("remote"))
+        )
 
 
 def load_calls(data: dict[str, Any]) -> list[Call]:
@@ -84,7 +91,7 @@ class Planned:
 
 
 def plan_tool_uses(
-    agent: dict[str, Any], blocks: list[dict[str, Any]], thread_id: str, new_id: Any
+    agent: dict[str, Any], blocks: list[dict[str, Any]], thread_id: str, new_id: Any, *, remote: bool = False
 ) -> Planned:
     """Turn the ``tool_use`` blocks of a model response into events and open calls."""
     toolset = find_toolset(agent.get("tools"))
@@ -119,15 +126,8 @@ def plan_tool_uses(
         if verdict.permission == "deny":
             results.append(tool_result(event_id, denied_text(name, verdict), thread_id, is_error=True))
         else:
-            calls.append(
-                Call(
-                    event_id,
-                    "builtin",
-                    name,
-                    tool_input,
-                    "pending" if verdict.permission == "allow" else "held",
-                )
-            )
+            state: CallState = "pending" if verdict.permission == "allow" and not remote else "held"
+            calls.append(Call(event_id, "builtin", name, tool_input, state, remote))
     return Planned(uses, results, calls)
 
 

@@ -170,7 +170,8 @@ class Loop:
                         continue
                     answered = True
                     if e.data.get("result") == "allow":
-                        open_calls = c.with_state(open_calls, call.id, "pending")
+                        if not call.remote:  # a remote call stays held until the worker's result
+                            open_calls = c.with_state(open_calls, call.id, "pending")
                     else:
                         open_calls = c.without(open_calls, call.id)
                         text = c.rejection_text(call.name, e.data.get("deny_message"))
@@ -322,7 +323,9 @@ class Loop:
                 for b in response.content
                 if b.get("type") == "text" and b.get("text")
             ]
-            planned = c.plan_tool_uses(agent, response.content, thread_id, new_id)
+            planned = c.plan_tool_uses(
+                agent, response.content, thread_id, new_id, remote=bool(data.get("self_hosted"))
+            )
             events: list[NewEvent] = []
             if any(b.get("type") == "thinking" for b in response.content):
                 events.append(NewEvent(ev.AGENT_THINKING, {}, thread_id=thread_id, id=ids.thinking))
