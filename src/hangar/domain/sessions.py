@@ -20,7 +20,6 @@ from hangar.wire.sessions import (
     MAX_TITLE,
     check_mount_overlap,
     file_mount_path,
-    thread_agent,
     zero_usage,
 )
 
@@ -263,9 +262,8 @@ async def create_session(svc: Services, workspace_id: str, body: dict[str, Any])
     record = SessionRecord(
         session_id, workspace_id, resolved.id, resolved.version, env_id, "idle", data, 0, at, at, None
     )
-    thread = ThreadRecord(
-        thread_id, session_id, None, "idle", {"agent": thread_agent(resolved.snapshot)}, at, at, None
-    )
+    thread_data = {"agent": agent_wire.thread_agent(resolved.snapshot)}
+    thread = ThreadRecord(thread_id, session_id, None, "idle", thread_data, at, at, None)
     async with svc.store.db.write() as conn:
         await svc.store.sessions.insert(conn, record)
         await svc.store.sessions.insert_thread(conn, thread)

@@ -63,24 +63,6 @@ def session_wire(rec: SessionRecord, resources: list[dict[str, Any]], now: int) 
     }
 
 
-def thread_agent(snapshot: dict[str, Any]) -> dict[str, Any]:
-    """A thread's agent: the session snapshot without the session-only multiagent field."""
-    keys = (
-        "type",
-        "id",
-        "version",
-        "name",
-        "description",
-        "system",
-        "model",
-        "tools",
-        "mcp_servers",
-        "skills",
-        "execution_identity",
-    )
-    return {k: snapshot.get(k) for k in keys}
-
-
 def thread_wire(rec: ThreadRecord, now: int, session: SessionRecord | None = None) -> dict[str, Any]:
     """A thread as the API shows it. The primary thread mirrors its session: pass the session
     record and its status, timing and usage are read from there (one row per turn to write)."""
