@@ -133,7 +133,8 @@ class Loop:
 
     async def step(self, session_id: str, hint: Step | None = None) -> Step | None:
         """Take one transition. Returns what is known to come next (sparing a read of the
-        store), or ``None`` when there is nothing to do."""
+        store), or ``None`` once the session is idle: input posted from then on calls
+        ``Scheduler.wake``, which runs the state machine again from the store."""
         if hint is None or hint.state is State.UNKNOWN:
             hint = await self.state(session_id)
         match hint.state:
@@ -145,7 +146,7 @@ class Loop:
                 return await self._tools(session_id)
             case State.AWAIT:
                 await self._await(session_id)
-                return Step(State.UNKNOWN)
+                return None  # idle: input that arrives later wakes the driver again
         return None
 
     # --- transitions ------------------------------------------------------------------------
@@ -199,7 +200,7 @@ class Loop:
                 # Nothing to act on (a duplicate result, a stale confirmation): an empty turn.
                 await tx.append(*opening)
                 await self._append_idle(tx, data, {"type": "end_turn"})
-                return Step(State.UNKNOWN)
+                return None  # idle: input that arrives later wakes the driver again
             if runnable:
                 await tx.append(*opening, *results)
                 tx.save(data=data, status="running")
@@ -229,7 +230,7 @@ class Loop:
                 f"The turn made more than {self.settings.max_model_requests_per_turn} "
                 "model requests without ending.",
             )
-            return Step(State.UNKNOWN)
+            return None  # idle: input that arrives later wakes the driver again
         conversation = await self.context.conversation(session_id, session.data.get("compaction"))
         tools = c.tool_definitions(agent)
         try:
@@ -244,7 +245,7 @@ class Loop:
                 "compaction_limit_reached_error",
                 "The conversation does not fit the model's context window even after compaction.",
             )
-            return Step(State.UNKNOWN)
+            return None  # idle: input that arrives later wakes the driver again
         request = ModelRequest(
             model=agent["model"]["id"],
             system=agent.get("system"),
@@ -313,7 +314,7 @@ class Loop:
 
     async def _model_succeeded(
         self, session_id: str, start_id: str, ids: PreviewIds, response: ModelResponse
-    ) -> Step:
+    ) -> Step | None:
         async with self.journal.transaction(session_id) as tx:
             data = dict(tx.session.data)
             thread_id = data["primary_thread_id"]
@@ -360,7 +361,7 @@ class Loop:
                 await self._append_idle(tx, data, {"type": "refusal"}, details)
             else:
                 await self._append_idle(tx, data, {"type": "end_turn"})
-            return Step(State.UNKNOWN)
+            return None  # idle: input that arrives later wakes the driver again
 
     async def _tools(self, session_id: str) -> Step:
         """Run the turn's allowed calls one by one, each persisted as running first."""
