@@ -5,11 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-import anthropic
-import httpx
-
 from hangar.testing.fake_anthropic import FakeAnthropic
-from tests.conftest import API_KEY
+from tests.fakes import assert_key_stays_inside, hangar_client, retried_turn
 from tests.sessions_helpers import make_agent_env, user_message, wait_idle
 
 UPSTREAM_KEY = "sk-upstream-canary-" + "u" * 24
@@ -24,7 +21,7 @@ def test_claude_turn_through_fake_upstream(make_server: Any) -> None:
                 "HANGAR_MODEL_MAX_ATTEMPTS": "2",
             }
         )
-        with anthropic.Anthropic(base_url=srv.base_url, api_key=API_KEY, max_retries=0) as client:
+        with hangar_client(srv) as client:
             agent_id, env_id = make_agent_env(client, model="claude-sonnet-4-6", system="You are terse.")
             s = client.beta.sessions.create(agent=agent_id, environment_id=env_id)
             fake.enqueue_text("Streamed hello from upstream")
@@ -44,16 +41,7 @@ def test_claude_turn_through_fake_upstream(make_server: Any) -> None:
             # One upstream failure: retried by the loop (not silently by the SDK), shown as events.
             fake.enqueue_error(529)
             fake.enqueue_text("Recovered")
-            client.beta.sessions.events.send(s.id, events=[user_message("again")])
-            events = wait_idle(client, s.id, turns=2)
-            assert len(fake.requests) == 3
-            errors = [e for e in events if e.type == "session.error"]
-            assert [(e.error.type, e.error.retry_status.type) for e in errors] == [
-                ("model_overloaded_error", "retrying")
-            ]
+            events = retried_turn(client, s.id, fake, "again", "Recovered")
             assert any(e.type == "session.status_rescheduled" for e in events)
-            assert [e for e in events if e.type == "agent.message"][-1].content[0].text == "Recovered"
             # The upstream key never leaves the server: not in events, not in API responses.
-            raw = httpx.get(f"{srv.base_url}/v1/sessions/{s.id}/events", headers={"x-api-key": API_KEY}).text
-            assert UPSTREAM_KEY not in raw
-            assert UPSTREAM_KEY not in srv.log()
+            assert_key_stays_inside(srv, s.id, UPSTREAM_KEY)

@@ -6,12 +6,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import anthropic
-import httpx
 from anthropic.types.beta import BetaManagedAgentsAgent
 
 from hangar.testing.fake_openai import FakeOpenAI
-from tests.conftest import API_KEY
+from tests.fakes import assert_key_stays_inside, hangar_client, retried_turn
 from tests.helpers import strict
 from tests.sessions_helpers import make_agent_env, user_message, wait_idle
 
@@ -29,7 +27,7 @@ def test_local_model_turn_through_fake_openai_server(make_server: Any) -> None:
                 "HANGAR_MODEL_MAX_ATTEMPTS": "2",
             }
         )
-        with anthropic.Anthropic(base_url=srv.base_url, api_key=API_KEY, max_retries=0) as client:
+        with hangar_client(srv) as client:
             # Agents take any model id string: nothing checks it against the catalogue.
             agent_id, env_id = make_agent_env(client, model="local-llama", system="You are terse.")
             agent = strict(BetaManagedAgentsAgent, client.beta.agents.retrieve(agent_id))
@@ -55,20 +53,11 @@ def test_local_model_turn_through_fake_openai_server(make_server: Any) -> None:
             # One upstream failure: retried by the loop (one HTTP request per attempt).
             fake.enqueue_error(503, "engine busy")
             fake.enqueue_text("Recovered")
-            client.beta.sessions.events.send(s.id, events=[user_message("again")])
-            events = wait_idle(client, s.id, turns=2)
-            assert len(fake.requests) == 3
-            errors = [e for e in events if e.type == "session.error"]
-            assert [(e.error.type, e.error.retry_status.type) for e in errors] == [
-                ("model_overloaded_error", "retrying")
-            ]
-            assert [e for e in events if e.type == "agent.message"][-1].content[0].text == "Recovered"
+            retried_turn(client, s.id, fake, "again", "Recovered")
             assert fake.requests[2].body["messages"][1:] == [
                 {"role": "user", "content": "hi local"},
                 {"role": "assistant", "content": "Streamed hello from a local model"},
                 {"role": "user", "content": "again"},
             ]
             # The upstream key never leaves the server: not in events, not in the log.
-            raw = httpx.get(f"{srv.base_url}/v1/sessions/{s.id}/events", headers={"x-api-key": API_KEY}).text
-            assert UPSTREAM_KEY not in raw
-            assert UPSTREAM_KEY not in srv.log()
+            assert_key_stays_inside(srv, s.id, UPSTREAM_KEY)

@@ -2,26 +2,26 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
-from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import anthropic
 import pytest
 from anthropic.types import Message
 
-from hangar.runtime.models import (
-    AnthropicProvider,
-    ModelError,
-    ModelRequest,
-    ModelResponse,
-    TextDelta,
-    ThinkingStart,
-    Usage,
-)
+from hangar.runtime.models import AnthropicProvider, ModelError, ModelRequest, ModelResponse, TextDelta, Usage
 from hangar.testing import free_port
 from hangar.testing.fake_anthropic import DEFAULT_TEXT, FakeAnthropic, FakeReply
+from tests.fakes import (
+    assert_one_request_without_key,
+    cancel_once_streaming,
+    model_request,
+    one_shot_error,
+    provider_fixtures,
+    run_stream,
+    shared_failure_cases,
+    stream_error,
+)
 from tests.helpers import strict
 
 KEY = "sk-ant-upstream-SECRET-" + "z" * 24
@@ -30,40 +30,15 @@ TOOLS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def fake() -> Iterator[FakeAnthropic]:
-    with FakeAnthropic() as server:
-        yield server
-
-
-@pytest.fixture
-async def provider(fake: FakeAnthropic) -> AsyncIterator[AnthropicProvider]:
-    fake.reset()
-    p = AnthropicProvider(fake.base_url, KEY, timeout_s=10)
-    yield p
-    await p.aclose()
+fake, provider = provider_fixtures(FakeAnthropic, lambda f: AnthropicProvider(f.base_url, KEY, timeout_s=10))
 
 
 def request(**kw: Any) -> ModelRequest:
-    base: dict[str, Any] = {
-        "model": "claude-sonnet-4-6",
-        "system": "You are terse.",
-        "messages": [{"role": "user", "content": "Hello"}],
-        "tools": [],
-    }
-    return ModelRequest(**{**base, **kw})
+    return model_request("claude-sonnet-4-6", **kw)
 
 
 async def run(p: AnthropicProvider, req: ModelRequest | None = None) -> tuple[list[TextDelta], ModelResponse]:
-    items = [item async for item in p.stream(req or request())]
-    assert isinstance(items[-1], ModelResponse)
-    thinking = sum(1 for b in items[-1].content if b["type"] == "thinking")
-    assert sum(isinstance(i, ThinkingStart) for i in items) == thinking, (
-        "one ThinkingStart per thinking block"
-    )
-    deltas = [i for i in items[:-1] if not isinstance(i, ThinkingStart)]
-    assert all(isinstance(i, TextDelta) for i in deltas)
-    return deltas, items[-1]  # type: ignore[return-value]
+    return await run_stream(p, req or request(), thinks=True)
 
 
 async def test_streams_text(provider: AnthropicProvider, fake: FakeAnthropic) -> None:
@@ -150,15 +125,8 @@ async def test_history_with_tool_results_and_images_is_sent_as_is(
 @pytest.mark.parametrize(
     ("reply", "kind", "status", "retryable", "retry_after"),
     [
-        (FakeReply.failure(429, retry_after=7), "rate_limited", 429, True, 7.0),
-        (FakeReply.failure(429, headers={"retry-after-ms": "1500"}), "rate_limited", 429, True, 1.5),
-        (FakeReply.failure(529), "overloaded", 529, True, None),
-        (FakeReply.failure(500), "request_failed", 500, True, None),
+        *shared_failure_cases(FakeReply.failure),
         (FakeReply.failure(503, error_type="api_error"), "request_failed", 503, True, None),
-        (FakeReply.failure(408), "timeout", 408, True, None),
-        (FakeReply.failure(401), "authentication", 401, False, None),
-        (FakeReply.failure(403), "authentication", 403, False, None),
-        (FakeReply.failure(400, "messages: bad"), "invalid_request", 400, False, None),
         (FakeReply.failure(404, "model: claude-nope"), "invalid_request", 404, False, None),
     ],
 )
@@ -172,14 +140,9 @@ async def test_error_mapping_without_silent_retries(
     retry_after: float | None,
 ) -> None:
     fake.enqueue(reply)
-    with pytest.raises(ModelError) as info:
-        await run(provider)
-    err = info.value
+    err = await stream_error(provider, request())
     assert (err.kind, err.status, err.retryable, err.retry_after_s) == (kind, status, retryable, retry_after)
-    assert len(fake.requests) == 1, "the SDK must not retry on its own"
-    assert fake.pending == 0
-    for text in (str(err), repr(err), err.message, str(err.__cause__)):
-        assert KEY not in text
+    assert_one_request_without_key(fake, err, KEY, "the SDK must not retry on its own")
 
 
 async def test_error_message_carries_upstream_message_but_never_the_key(
@@ -218,25 +181,17 @@ async def test_stream_ending_before_message_stop(provider: AnthropicProvider, fa
 async def test_timeout(fake: FakeAnthropic) -> None:
     fake.reset()
     fake.enqueue_stall()
-    p = AnthropicProvider(fake.base_url, KEY, timeout_s=0.3)
-    try:
-        with pytest.raises(ModelError) as info:
-            await run(p)
-        assert (info.value.kind, info.value.retryable) == ("timeout", True)
-        assert len(fake.requests) == 1
-    finally:
-        await p.aclose()
+    err = await one_shot_error(AnthropicProvider(fake.base_url, KEY, timeout_s=0.3), request())
+    assert (err.kind, err.retryable) == ("timeout", True)
+    assert len(fake.requests) == 1
 
 
 async def test_connection_refused() -> None:
-    p = AnthropicProvider(f"http://127.0.0.1:{free_port()}", KEY, timeout_s=5)
-    try:
-        with pytest.raises(ModelError) as info:
-            await run(p)
-        assert (info.value.kind, info.value.retryable, info.value.status) == ("request_failed", True, None)
-        assert KEY not in str(info.value)
-    finally:
-        await p.aclose()
+    err = await one_shot_error(
+        AnthropicProvider(f"http://127.0.0.1:{free_port()}", KEY, timeout_s=5), request()
+    )
+    assert (err.kind, err.retryable, err.status) == ("request_failed", True, None)
+    assert KEY not in str(err)
 
 
 async def test_missing_key_is_a_clear_authentication_error(fake: FakeAnthropic) -> None:
@@ -252,17 +207,7 @@ async def test_missing_key_is_a_clear_authentication_error(fake: FakeAnthropic) 
 
 async def test_cancel_closes_the_upstream_stream(provider: AnthropicProvider, fake: FakeAnthropic) -> None:
     fake.enqueue_stall()
-    task = asyncio.create_task(run(provider))
-    while not fake.requests:
-        await asyncio.sleep(0.01)
-    await asyncio.sleep(0.05)  # the stream is open and waiting
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
-    deadline = time.monotonic() + 3
-    while fake.disconnects == 0:
-        assert time.monotonic() < deadline, "the upstream stream was not closed"
-        await asyncio.sleep(0.01)
+    await cancel_once_streaming(fake, run(provider))
 
 
 async def test_deprecated_model_ids_do_not_warn(provider: AnthropicProvider, fake: FakeAnthropic) -> None:

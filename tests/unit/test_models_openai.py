@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Iterator
+from collections.abc import AsyncGenerator
 from typing import Any, cast
 
 import httpx
@@ -17,6 +16,17 @@ from hangar.runtime.models import ModelError, ModelRequest, ModelResponse, Model
 from hangar.runtime.models.openai_compat import OpenAICompatProvider, request_body
 from hangar.testing import free_port
 from hangar.testing.fake_openai import DEFAULT_TEXT, FakeOpenAI, FakeReply, FakeToolCall
+from tests.fakes import (
+    assert_one_request_without_key,
+    cancel_once_streaming,
+    model_request,
+    one_shot_error,
+    provider_fixtures,
+    run_stream,
+    shared_failure_cases,
+    stream_error,
+    wait_for_disconnect,
+)
 
 KEY = "sk-openai-upstream-SECRET-" + "q" * 24
 TOOLS = [
@@ -29,37 +39,17 @@ TOOLS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def fake() -> Iterator[FakeOpenAI]:
-    with FakeOpenAI() as server:
-        yield server
-
-
-@pytest.fixture
-async def provider(fake: FakeOpenAI) -> AsyncIterator[OpenAICompatProvider]:
-    fake.reset()
-    p = OpenAICompatProvider(fake.base_url, KEY, timeout_s=10)
-    yield p
-    await p.aclose()
+fake, provider = provider_fixtures(FakeOpenAI, lambda f: OpenAICompatProvider(f.base_url, KEY, timeout_s=10))
 
 
 def request(**kw: Any) -> ModelRequest:
-    base: dict[str, Any] = {
-        "model": "local-llama",
-        "system": "You are terse.",
-        "messages": [{"role": "user", "content": "Hello"}],
-        "tools": [],
-    }
-    return ModelRequest(**{**base, **kw})
+    return model_request("local-llama", **kw)
 
 
 async def run(
     p: OpenAICompatProvider, req: ModelRequest | None = None
 ) -> tuple[list[TextDelta], ModelResponse]:
-    items = [item async for item in p.stream(req or request())]
-    assert isinstance(items[-1], ModelResponse)
-    assert all(isinstance(i, TextDelta) for i in items[:-1])
-    return items[:-1], items[-1]  # type: ignore[return-value]
+    return await run_stream(p, req or request(), thinks=False)
 
 
 # --------------------------------------------------------------------------- responses
@@ -378,16 +368,9 @@ async def test_model_map_and_no_key(fake: FakeOpenAI) -> None:
 @pytest.mark.parametrize(
     ("reply", "kind", "status", "retryable", "retry_after"),
     [
-        (FakeReply.failure(429, retry_after=7), "rate_limited", 429, True, 7.0),
-        (FakeReply.failure(429, headers={"retry-after-ms": "1500"}), "rate_limited", 429, True, 1.5),
+        *shared_failure_cases(FakeReply.failure),
         (FakeReply.failure(503), "overloaded", 503, True, None),
-        (FakeReply.failure(529), "overloaded", 529, True, None),
-        (FakeReply.failure(500), "request_failed", 500, True, None),
         (FakeReply.failure(502, body="<html>bad gateway</html>"), "request_failed", 502, True, None),
-        (FakeReply.failure(408), "timeout", 408, True, None),
-        (FakeReply.failure(401), "authentication", 401, False, None),
-        (FakeReply.failure(403), "authentication", 403, False, None),
-        (FakeReply.failure(400, "messages: bad"), "invalid_request", 400, False, None),
         (
             FakeReply.failure(404, body={"error": "model 'nope' not found"}),
             "invalid_request",
@@ -408,15 +391,10 @@ async def test_error_mapping_with_exactly_one_request(
     retry_after: float | None,
 ) -> None:
     fake.enqueue(reply)
-    with pytest.raises(ModelError) as info:
-        await run(provider)
-    err = info.value
+    err = await stream_error(provider, request())
     assert (err.kind, err.status, err.retryable, err.retry_after_s) == (kind, status, retryable, retry_after)
     assert err.message.startswith(f"Upstream model API error {status} ({kind})")
-    assert len(fake.requests) == 1, "no silent retries"
-    assert fake.pending == 0
-    for text in (str(err), repr(err), err.message, str(err.__cause__)):
-        assert KEY not in text
+    assert_one_request_without_key(fake, err, KEY, "no silent retries")
 
 
 async def test_upstream_messages_are_kept_but_the_key_is_redacted(
@@ -445,47 +423,26 @@ async def test_upstream_messages_are_kept_but_the_key_is_redacted(
 async def test_timeout_with_one_request(fake: FakeOpenAI) -> None:
     fake.reset()
     fake.enqueue_stall()
-    p = OpenAICompatProvider(fake.base_url, KEY, timeout_s=0.3)
-    try:
-        with pytest.raises(ModelError) as info:
-            await run(p)
-        assert (info.value.kind, info.value.retryable, info.value.status) == ("timeout", True, None)
-        assert len(fake.requests) == 1
-    finally:
-        await p.aclose()
+    err = await one_shot_error(OpenAICompatProvider(fake.base_url, KEY, timeout_s=0.3), request())
+    assert (err.kind, err.retryable, err.status) == ("timeout", True, None)
+    assert len(fake.requests) == 1
 
 
 async def test_connection_refused() -> None:
-    p = OpenAICompatProvider(f"http://127.0.0.1:{free_port()}/v1", KEY, timeout_s=5)
-    try:
-        with pytest.raises(ModelError) as info:
-            await run(p)
-        assert (info.value.kind, info.value.retryable, info.value.status) == ("request_failed", True, None)
-        assert KEY not in str(info.value)
-    finally:
-        await p.aclose()
+    err = await one_shot_error(
+        OpenAICompatProvider(f"http://127.0.0.1:{free_port()}/v1", KEY, timeout_s=5), request()
+    )
+    assert (err.kind, err.retryable, err.status) == ("request_failed", True, None)
+    assert KEY not in str(err)
 
 
-async def test_missing_base_url_is_a_clear_error() -> None:
-    p = OpenAICompatProvider(None, None, timeout_s=5)
-    try:
-        with pytest.raises(ModelError) as info:
-            await run(p)
-        assert (info.value.kind, info.value.retryable) == ("invalid_request", False)
-        assert "HANGAR_OPENAI_BASE_URL" in info.value.message
-    finally:
-        await p.aclose()
-
-
-async def test_base_url_without_scheme_is_a_clear_error() -> None:
-    p = OpenAICompatProvider("localhost:11434/v1", None, timeout_s=5)
-    try:
-        with pytest.raises(ModelError) as info:
-            await run(p)
-        assert (info.value.kind, info.value.retryable) == ("invalid_request", False)
-        assert "HANGAR_OPENAI_BASE_URL" in info.value.message
-    finally:
-        await p.aclose()
+@pytest.mark.parametrize(
+    "base_url", [None, "localhost:11434/v1"], ids=["missing_base_url", "base_url_without_scheme"]
+)
+async def test_unusable_base_url_is_a_clear_error(base_url: str | None) -> None:
+    err = await one_shot_error(OpenAICompatProvider(base_url, None, timeout_s=5), request())
+    assert (err.kind, err.retryable) == ("invalid_request", False)
+    assert "HANGAR_OPENAI_BASE_URL" in err.message
 
 
 # --------------------------------------------------------------------------- cancellation
@@ -493,17 +450,7 @@ async def test_base_url_without_scheme_is_a_clear_error() -> None:
 
 async def test_cancel_closes_the_upstream_stream(provider: OpenAICompatProvider, fake: FakeOpenAI) -> None:
     fake.enqueue_stall()
-    task = asyncio.create_task(run(provider))
-    while not fake.requests:
-        await asyncio.sleep(0.01)
-    await asyncio.sleep(0.05)  # the stream is open and waiting
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
-    deadline = time.monotonic() + 3
-    while fake.disconnects == 0:
-        assert time.monotonic() < deadline, "the upstream stream was not closed"
-        await asyncio.sleep(0.01)
+    await cancel_once_streaming(fake, run(provider))
     assert fake.completed == 0
 
 
@@ -516,10 +463,7 @@ async def test_closing_the_generator_early_closes_the_stream(
         async for item in events:
             assert isinstance(item, TextDelta)
             break
-    deadline = time.monotonic() + 3
-    while fake.disconnects == 0:
-        assert time.monotonic() < deadline, "the upstream stream was not closed"
-        await asyncio.sleep(0.01)
+    await wait_for_disconnect(fake)
 
 
 # --------------------------------------------------------------------------- router

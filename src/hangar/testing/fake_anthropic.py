@@ -20,23 +20,18 @@ JSON. Errors use the real envelope. Every request is recorded in :attr:`FakeAnth
 
 from __future__ import annotations
 
-import asyncio
-import collections
-import itertools
 import json
-import socket
-import threading
-import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from types import TracebackType
 from typing import Any
 
-import uvicorn
-from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
+
+from hangar.testing._fake_server import FakeServer, RecordedRequest, split_text
+
+__all__ = ["DEFAULT_TEXT", "ERROR_TYPES", "FakeAnthropic", "FakeReply", "RecordedRequest"]
 
 DEFAULT_TEXT = "Hello from the fake Messages API."
 ERROR_TYPES: dict[int, str] = {
@@ -52,15 +47,6 @@ ERROR_TYPES: dict[int, str] = {
     504: "timeout_error",
     529: "overloaded_error",
 }
-
-
-@dataclass(frozen=True)
-class RecordedRequest:
-    method: str
-    path: str
-    headers: dict[str, str]
-    """Lower-cased header names."""
-    body: dict[str, Any]
 
 
 @dataclass
@@ -132,83 +118,15 @@ def _default_message(kind: str) -> str:
     )
 
 
-class FakeAnthropic:
-    """The fake server, run by uvicorn in a background thread on a free loopback port."""
+class FakeAnthropic(FakeServer[FakeReply]):
+    """The fake Messages API, run by uvicorn in a background thread on a free loopback port."""
+
+    _thread_name = "fake-anthropic"
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._queue: collections.deque[FakeReply] = collections.deque()
-        self._ids = itertools.count(1)
-        self.requests: list[RecordedRequest] = []
-        self.disconnects = 0
-        """Streams whose client went away before the end (a cancelled consumer)."""
-        self.completed = 0
-        """Streams sent to the end."""
-        self._server: uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
-        self._socket: socket.socket | None = None
-        self.app = Starlette(
-            routes=[
-                Route("/v1/messages", self._messages, methods=["POST"]),
-                Route("/{path:path}", self._not_found, methods=["GET", "POST", "PUT", "PATCH", "DELETE"]),
-            ]
-        )
-
-    # -- lifecycle
-
-    @property
-    def base_url(self) -> str:
-        if self._socket is None:
-            raise RuntimeError("FakeAnthropic is not started")
-        host, port = self._socket.getsockname()[:2]
-        return f"http://{host}:{port}"
-
-    def start(self) -> FakeAnthropic:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", 0))
-        self._socket = sock
-        config = uvicorn.Config(
-            self.app,
-            log_level="warning",
-            lifespan="off",
-            ws="none",
-            access_log=False,
-            timeout_graceful_shutdown=1,
-        )
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(
-            target=self._server.run, kwargs={"sockets": [sock]}, name="fake-anthropic", daemon=True
-        )
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self._server.started:
-            if not self._thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("FakeAnthropic did not start")
-            time.sleep(0.01)
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None and self._thread is not None:
-            self._server.should_exit = True
-            self._thread.join(10)
-        if self._socket is not None:
-            self._socket.close()
-        self._server = self._thread = None
-
-    def __enter__(self) -> FakeAnthropic:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
+        super().__init__([Route("/v1/messages", self._messages, methods=["POST"])])
 
     # -- scripting
-
-    def enqueue(self, *replies: FakeReply) -> None:
-        with self._lock:
-            self._queue.extend(replies)
 
     def enqueue_text(self, text: str, **kw: Any) -> None:
         self.enqueue(FakeReply.text(text, **kw))
@@ -225,50 +143,24 @@ class FakeAnthropic:
     def enqueue_stall(self) -> None:
         self.enqueue(FakeReply(blocks=[{"type": "text", "text": "never"}], stall=True))
 
-    def reset(self) -> None:
-        with self._lock:
-            self._queue.clear()
-            self.requests.clear()
-            self.disconnects = self.completed = 0
-
-    @property
-    def pending(self) -> int:
-        with self._lock:
-            return len(self._queue)
-
-    def wait_for_requests(self, count: int, timeout: float = 5.0) -> None:
-        deadline = time.monotonic() + timeout
-        while len(self.requests) < count:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"expected {count} requests, got {len(self.requests)}")
-            time.sleep(0.005)
-
     # -- HTTP
+
+    def _default_reply(self) -> FakeReply:
+        return FakeReply.text(DEFAULT_TEXT)
 
     async def _not_found(self, request: Request) -> Response:
         return _error_response(404, {"type": "not_found_error", "message": "Not found"}, {})
 
     async def _messages(self, request: Request) -> Response:
-        raw = await request.body()
-        try:
-            body = json.loads(raw) if raw else {}
-        except json.JSONDecodeError:
-            body = {"_raw": raw.decode(errors="replace")}
-        with self._lock:
-            self.requests.append(
-                RecordedRequest(
-                    request.method, request.url.path, {k.lower(): v for k, v in request.headers.items()}, body
-                )
-            )
-            reply = self._queue.popleft() if self._queue else FakeReply.text(DEFAULT_TEXT)
-            msg_id = f"msg_fake{next(self._ids):06d}"
+        body, reply, n = await self._take(request)
+        msg_id = f"msg_fake{n:06d}"
         if reply.status >= 400:
             return _error_response(reply.status, reply.error or {}, reply.headers)
         message = self._message(reply, msg_id, str(body.get("model", "claude-fake")))
         if not body.get("stream"):
             return JSONResponse(message, headers={"request-id": "req_" + msg_id, **reply.headers})
         return StreamingResponse(
-            self._sse(reply, message, request),
+            self._stream(reply, _events(reply, message), request),
             media_type="text/event-stream",
             headers={"request-id": "req_" + msg_id, "cache-control": "no-cache", **reply.headers},
         )
@@ -301,36 +193,9 @@ class FakeAnthropic:
             },
         }
 
-    async def _sse(self, reply: FakeReply, message: dict[str, Any], request: Request) -> AsyncIterator[bytes]:
-        finished = False
-        try:
-            for chunk in _events(reply, message):
-                if chunk is None:  # stall / truncate marker
-                    if reply.stall:
-                        while (await request.receive())["type"] != "http.disconnect":
-                            pass
-                    else:
-                        finished = True
-                    return
-                yield chunk
-                if reply.delay_s:
-                    await asyncio.sleep(reply.delay_s)
-            finished = True
-        finally:
-            with self._lock:
-                if finished:
-                    self.completed += 1
-                else:
-                    self.disconnects += 1
-
 
 def _sse_frame(event: str, data: dict[str, Any]) -> bytes:
     return f"event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
-
-
-def _split(text: str, size: int) -> Iterator[str]:
-    for i in range(0, len(text), max(1, size)):
-        yield text[i : i + size]
 
 
 def _events(reply: FakeReply, message: dict[str, Any]) -> Iterator[bytes | None]:
@@ -379,13 +244,13 @@ def _events(reply: FakeReply, message: dict[str, Any]) -> Iterator[bytes | None]
 def _deltas(block: dict[str, Any], size: int) -> Iterator[dict[str, Any]]:
     kind = block["type"]
     if kind == "text":
-        for piece in _split(block["text"], size):
+        for piece in split_text(block["text"], size):
             yield {"type": "text_delta", "text": piece}
     elif kind == "tool_use":
-        for piece in _split(json.dumps(block["input"]), size):
+        for piece in split_text(json.dumps(block["input"]), size):
             yield {"type": "input_json_delta", "partial_json": piece}
     elif kind == "thinking":
-        for piece in _split(block["thinking"], size):
+        for piece in split_text(block["thinking"], size):
             yield {"type": "thinking_delta", "thinking": piece}
         yield {"type": "signature_delta", "signature": block["signature"]}
 

@@ -24,25 +24,18 @@ requests get one ``chat.completion`` JSON. Errors use OpenAI's envelope
 
 from __future__ import annotations
 
-import asyncio
-import collections
 import itertools
 import json
-import socket
-import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from types import TracebackType
 from typing import Any
 
-import uvicorn
-from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from hangar.testing.fake_anthropic import RecordedRequest
+from hangar.testing._fake_server import FakeServer, RecordedRequest, split_text
 
 __all__ = ["DEFAULT_TEXT", "FakeOpenAI", "FakeReply", "FakeToolCall", "RecordedRequest"]
 
@@ -140,83 +133,16 @@ class FakeReply:
         return cls(status=status, error=body, headers=extra)
 
 
-class FakeOpenAI:
-    """The fake server, run by uvicorn in a background thread on a free loopback port."""
+class FakeOpenAI(FakeServer[FakeReply]):
+    """The fake chat-completions API, run by uvicorn in a background thread on a free loopback port."""
+
+    _thread_name = "fake-openai"
+    _url_suffix = "/v1"
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._queue: collections.deque[FakeReply] = collections.deque()
-        self._ids = itertools.count(1)
-        self.requests: list[RecordedRequest] = []
-        self.disconnects = 0
-        """Streams whose client went away before the end (a cancelled consumer)."""
-        self.completed = 0
-        """Streams sent to the end."""
-        self._server: uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
-        self._socket: socket.socket | None = None
-        self.app = Starlette(
-            routes=[
-                Route("/v1/chat/completions", self._completions, methods=["POST"]),
-                Route("/{path:path}", self._not_found, methods=["GET", "POST", "PUT", "PATCH", "DELETE"]),
-            ]
-        )
-
-    # -- lifecycle
-
-    @property
-    def base_url(self) -> str:
-        if self._socket is None:
-            raise RuntimeError("FakeOpenAI is not started")
-        host, port = self._socket.getsockname()[:2]
-        return f"http://{host}:{port}/v1"
-
-    def start(self) -> FakeOpenAI:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", 0))
-        self._socket = sock
-        config = uvicorn.Config(
-            self.app,
-            log_level="warning",
-            lifespan="off",
-            ws="none",
-            access_log=False,
-            timeout_graceful_shutdown=1,
-        )
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(
-            target=self._server.run, kwargs={"sockets": [sock]}, name="fake-openai", daemon=True
-        )
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self._server.started:
-            if not self._thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("FakeOpenAI did not start")
-            time.sleep(0.01)
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None and self._thread is not None:
-            self._server.should_exit = True
-            self._thread.join(10)
-        if self._socket is not None:
-            self._socket.close()
-        self._server = self._thread = None
-
-    def __enter__(self) -> FakeOpenAI:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
+        super().__init__([Route("/v1/chat/completions", self._completions, methods=["POST"])])
 
     # -- scripting
-
-    def enqueue(self, *replies: FakeReply) -> None:
-        with self._lock:
-            self._queue.extend(replies)
 
     def enqueue_text(self, text: str, **kw: Any) -> None:
         self.enqueue(FakeReply.of_text(text, **kw))
@@ -232,44 +158,17 @@ class FakeOpenAI:
     def enqueue_stall(self) -> None:
         self.enqueue(FakeReply(text="never", stall=True))
 
-    def reset(self) -> None:
-        with self._lock:
-            self._queue.clear()
-            self.requests.clear()
-            self.disconnects = self.completed = 0
-
-    @property
-    def pending(self) -> int:
-        with self._lock:
-            return len(self._queue)
-
-    def wait_for_requests(self, count: int, timeout: float = 5.0) -> None:
-        deadline = time.monotonic() + timeout
-        while len(self.requests) < count:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"expected {count} requests, got {len(self.requests)}")
-            time.sleep(0.005)
-
     # -- HTTP
+
+    def _default_reply(self) -> FakeReply:
+        return FakeReply.of_text(DEFAULT_TEXT)
 
     async def _not_found(self, request: Request) -> Response:
         body = {"error": {"message": "Not found", "type": "not_found_error", "param": None, "code": None}}
         return JSONResponse(body, status_code=404)
 
     async def _completions(self, request: Request) -> Response:
-        raw = await request.body()
-        try:
-            body = json.loads(raw) if raw else {}
-        except json.JSONDecodeError:
-            body = {"_raw": raw.decode(errors="replace")}
-        with self._lock:
-            self.requests.append(
-                RecordedRequest(
-                    request.method, request.url.path, {k.lower(): v for k, v in request.headers.items()}, body
-                )
-            )
-            reply = self._queue.popleft() if self._queue else FakeReply.of_text(DEFAULT_TEXT)
-            n = next(self._ids)
+        body, reply, n = await self._take(request)
         if reply.status >= 400:
             return JSONResponse(reply.error, status_code=reply.status, headers=reply.headers)
         completion = _Completion(reply, f"chatcmpl-fake{n:06d}", str(body.get("model", "fake-model")), n)
@@ -278,39 +177,20 @@ class FakeOpenAI:
         options = body.get("stream_options") or {}
         include_usage = bool(options.get("include_usage")) and reply.send_usage
         return StreamingResponse(
-            self._sse(reply, completion.chunks(include_usage), request),
+            self._stream(reply, _frames(completion.chunks(include_usage)), request),
             media_type="text/event-stream",
             headers={"cache-control": "no-cache", **reply.headers},
         )
 
-    async def _sse(
-        self, reply: FakeReply, chunks: Iterator[dict[str, Any] | str | None], request: Request
-    ) -> AsyncIterator[bytes]:
-        finished = False
-        try:
-            for chunk in chunks:
-                if chunk is None:  # stall / truncate marker
-                    if reply.stall:
-                        while (await request.receive())["type"] != "http.disconnect":
-                            pass
-                    else:
-                        finished = True
-                    return
-                data = chunk if isinstance(chunk, str) else json.dumps(chunk, separators=(",", ":"))
-                yield f"data: {data}\n\n".encode()
-                if reply.delay_s:
-                    await asyncio.sleep(reply.delay_s)
-            finished = True
-        finally:
-            with self._lock:
-                if finished:
-                    self.completed += 1
-                else:
-                    self.disconnects += 1
 
-
-def _split(text: str, size: int) -> list[str]:
-    return [text[i : i + size] for i in range(0, len(text), max(1, size))]
+def _frames(chunks: Iterable[dict[str, Any] | str | None]) -> Iterator[bytes | None]:
+    """``data:`` server-sent events; ``None`` (the stall / truncate marker) passes through."""
+    for chunk in chunks:
+        if chunk is None:
+            yield None
+            continue
+        data = chunk if isinstance(chunk, str) else json.dumps(chunk, separators=(",", ":"))
+        yield f"data: {data}\n\n".encode()
 
 
 class _Completion:
@@ -379,7 +259,7 @@ class _Completion:
         if reply.stall:
             yield None
             return
-        for i, piece in enumerate(_split(reply.text or "", reply.chunk_chars)):
+        for i, piece in enumerate(split_text(reply.text or "", reply.chunk_chars)):
             yield self._chunk({"content": piece}, usage=include_usage)
             if i == 0 and reply.stream_error is not None:
                 yield {"error": reply.stream_error}
@@ -415,7 +295,7 @@ class _Completion:
             }
             pieces = [
                 {"index": index, "function": {"arguments": p}}
-                for p in _split(call.raw_arguments, self.reply.chunk_chars)
+                for p in split_text(call.raw_arguments, self.reply.chunk_chars)
             ]
             per_call.append([head, *pieces])
         if not self.reply.interleave:
