@@ -214,7 +214,9 @@ async def run_backend(name: str, url: str | None, args: argparse.Namespace) -> d
         ).start()
         try:
             assert srv.proc is not None
-            limits = httpx.Limits(max_connections=400, max_keepalive_connections=400)
+            # Drop idle connections before uvicorn's 5 s keep-alive timeout closes them: with
+            # httpx's default (also 5 s) a POST can race the server's close (ReadError).
+            limits = httpx.Limits(max_connections=400, max_keepalive_connections=400, keepalive_expiry=2)
             async with httpx.AsyncClient(
                 base_url=srv.base_url, headers=HEADERS, limits=limits, timeout=60
             ) as c:
