@@ -175,6 +175,17 @@ class Settings(BaseSettings):
             "addresses (refused by default)."
         ),
     )
+    work_lease_ttl_seconds: int = Field(
+        default=90,
+        ge=1,
+        le=3600,
+        description=(
+            "Lease of a self-hosted work item, in seconds: a worker that acks or heartbeats it holds "
+            "it this long (unless a heartbeat asks for `desired_ttl_seconds`); when the lease lapses "
+            "the item goes back to the queue for another worker. 90 s matches the SDK worker's own "
+            "assumption, so it heartbeats every 30 s and can miss one beat."
+        ),
+    )
     log_level: str = Field(default="info", description="Log level of the server.")
 
     @property

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from hangar.domain.work import enqueue_session
 from hangar.errors import InvalidRequest, NotFound
 from hangar.ids import new_id
 from hangar.services import Services
@@ -275,6 +276,10 @@ async def create_session(svc: Services, workspace_id: str, body: dict[str, Any])
             [NewEvent(e.type, ev.event_body(e), processed=False, thread_id=thread_id) for e in initial],
             at=at,
         )
+        if data["self_hosted"]:  # a worker is to serve it: queue its first work item
+            await enqueue_session(
+                svc, conn, workspace_id=workspace_id, environment_id=env_id, session_id=session_id, at=at
+            )
     if initial:
         svc.scheduler.wake(session_id)
     return session_id

@@ -1,5 +1,9 @@
 """Authentication: ``Authorization: Bearer <key>`` or ``x-api-key``; every object is scoped to
-the key's workspace."""
+the key's workspace.
+
+Three kinds of credential: API keys (``admin``), environment keys (``environment``, bound to one
+environment) and a self-hosted work item's sessions token (``work``), which reaches only its own
+session and work item (``hangar.domain.work.token_allows``)."""
 
 from __future__ import annotations
 
@@ -7,7 +11,8 @@ from dataclasses import dataclass
 
 from fastapi import Request
 
-from hangar.errors import AuthenticationFailed
+from hangar.domain.work import is_work_token, token_allows, work_token_item
+from hangar.errors import AuthenticationFailed, PermissionDenied
 from hangar.http.deps import services
 
 
@@ -17,6 +22,7 @@ class Principal:
     key_id: str
     kind: str
     environment_id: str | None = None
+    session_id: str | None = None  # a sessions token's session
 
 
 def presented_key(request: Request) -> str | None:
@@ -37,7 +43,16 @@ async def principal(request: Request) -> Principal:
     token = presented_key(request)
     if token is None:
         raise AuthenticationFailed("Authentication failed")
-    key = await services(request).store.keys.authenticate(token)
+    svc = services(request)
+    item = await work_token_item(svc, token) if is_work_token(token) else None
+    if item is not None:
+        route = getattr(request.scope.get("route"), "path", None)
+        if not token_allows(item, request.method, route, request.path_params):
+            raise PermissionDenied("A work item's sessions token only reaches its own session and work item.")
+        found = Principal(item.workspace_id, item.id, "work", item.environment_id, item.session_id)
+        request.state.principal = found
+        return found
+    key = await svc.store.keys.authenticate(token)
     if key is None:
         raise AuthenticationFailed("Authentication failed")
     found = Principal(key.workspace_id, key.id, key.kind, key.environment_id)

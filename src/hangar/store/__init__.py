@@ -11,6 +11,7 @@ from hangar.store.events import EventStore
 from hangar.store.files import FileStore
 from hangar.store.keys import KeyStore
 from hangar.store.sessions import SessionStore
+from hangar.store.work import WorkStore
 
 __all__ = ["Database", "Store", "open_database"]
 
@@ -26,6 +27,7 @@ class Store:
     sessions: SessionStore
     events: EventStore
     files: FileStore
+    work: WorkStore
 
     @classmethod
     def open(cls, db: Database) -> Store:
@@ -37,4 +39,5 @@ class Store:
             sessions=SessionStore(db),
             events=EventStore(db),
             files=FileStore(db),
+            work=WorkStore(db),
         )

@@ -159,3 +159,45 @@ files = sa.Table(
     sa.Index("ix_files_ws_created", "workspace_id", "created_at", "id"),
     sa.Index("ix_files_scope", "scope_id"),
 )
+
+# Self-hosted work queue (API §1.3). ``state`` is queued | starting | active | stopping | stopped.
+# ``polled_at`` marks an item handed out by a poll and not acked yet (reclaimable after the poll's
+# ``reclaim_older_than_ms``); ``lease_expires_at`` ends a held lease (starting/active/stopping);
+# ``lease_heartbeat_at`` is the heartbeat the next one must echo (null: none in this lease).
+# ``token_hash`` is the SHA-256 of the item's sessions token, null once revoked.
+work_items = sa.Table(
+    "work_items",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("workspace_id", sa.String(64), nullable=False),
+    sa.Column("environment_id", sa.String(64), nullable=False),
+    sa.Column("session_id", sa.String(64), nullable=False),
+    sa.Column("kind", sa.String(32), nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("metadata", sa.JSON, nullable=False),
+    sa.Column("ttl_seconds", sa.Integer, nullable=False),
+    sa.Column("token_hash", sa.String(128), nullable=True, unique=True),
+    sa.Column("polled_by", sa.String(255), nullable=True),
+    sa.Column("created_at", Micros, nullable=False),
+    sa.Column("queued_at", Micros, nullable=False),
+    sa.Column("polled_at", Micros, nullable=True),
+    sa.Column("acknowledged_at", Micros, nullable=True),
+    sa.Column("started_at", Micros, nullable=True),
+    sa.Column("latest_heartbeat_at", Micros, nullable=True),
+    sa.Column("lease_heartbeat_at", Micros, nullable=True),
+    sa.Column("lease_expires_at", Micros, nullable=True),
+    sa.Column("stop_requested_at", Micros, nullable=True),
+    sa.Column("stopped_at", Micros, nullable=True),
+    sa.Index("ix_work_items_env_state", "environment_id", "state", "created_at"),
+    sa.Index("ix_work_items_env_created", "environment_id", "created_at", "id"),
+    sa.Index("ix_work_items_session", "session_id", "state"),
+)
+
+# Workers seen polling an environment (for ``workers_polling`` in the queue stats).
+work_pollers = sa.Table(
+    "work_pollers",
+    metadata,
+    sa.Column("environment_id", sa.String(64), primary_key=True),
+    sa.Column("worker_id", sa.String(255), primary_key=True),
+    sa.Column("last_poll_at", Micros, nullable=False),
+)

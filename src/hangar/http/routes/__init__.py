@@ -2,7 +2,7 @@
 
 from fastapi import APIRouter
 
-from hangar.http.routes import agents, environments, events, files, models, resources, sessions, threads
+from hangar.http.routes import agents, environments, events, files, models, resources, sessions, threads, work
 
 ROUTERS: list[APIRouter] = [
     agents.router,
@@ -13,4 +13,5 @@ ROUTERS: list[APIRouter] = [
     resources.router,
     files.router,
     models.router,
+    work.router,
 ]

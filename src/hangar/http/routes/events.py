@@ -7,6 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import StreamingResponse
 
+from hangar.domain.work import wake_for_input
 from hangar.errors import Conflict, InvalidRequest, NotFound
 from hangar.http.auth import Principal, principal
 from hangar.http.deps import json_body, query_int, query_list, query_order, services
@@ -81,6 +82,7 @@ async def send_events(
         )
     await _check_references(svc, who, session_id, parsed)
     stored = await _append_inputs(svc, who, session_id, parsed)
+    await wake_for_input(svc, who.workspace_id, session_id, [e.type for e in parsed])
     if any(e.type == ev.USER_INTERRUPT for e in parsed):
         await svc.scheduler.interrupt(session_id)
     else:
