@@ -184,37 +184,50 @@ class WorkStore:
         return None
 
     async def sweep(self, conn: Conn, environment_id: str, at: int) -> None:
-        """Apply lapsed leases of one environment: held items requeue, stopping ones stop."""
-        lapsed = sa.and_(
-            work_items.c.environment_id == environment_id,
-            work_items.c.lease_expires_at.is_not(None),
-            work_items.c.lease_expires_at <= at,
-        )
-        requeued = await conn.execute(
-            work_items.update()
-            .where(lapsed, work_items.c.state.in_(HELD_STATES))
-            .values(
-                state="queued",
-                queued_at=at,
-                polled_at=None,
-                polled_by=None,
-                token_hash=None,
-                acknowledged_at=None,
-                started_at=None,
-                lease_heartbeat_at=None,
-                lease_expires_at=None,
+        """Apply lapsed leases of one environment: held items requeue, stopping ones stop.
+
+        The lapsed rows are locked first, in id order and skipping rows another transaction
+        holds (PostgreSQL), so concurrent sweeps neither deadlock nor wait on each other."""
+        stmt = (
+            sa.select(work_items.c.id, work_items.c.state)
+            .where(
+                work_items.c.environment_id == environment_id,
+                work_items.c.state.in_((*HELD_STATES, "stopping")),
+                work_items.c.lease_expires_at <= at,
             )
+            .order_by(work_items.c.id)
         )
-        if requeued.rowcount:
+        if self.db.dialect == "postgresql":
+            stmt = stmt.with_for_update(skip_locked=True)
+        rows = (await conn.execute(stmt)).all()
+        held = [r.id for r in rows if r.state in HELD_STATES]
+        stopping = [r.id for r in rows if r.state == "stopping"]
+        if held:
+            await conn.execute(
+                work_items.update()
+                .where(work_items.c.id.in_(held))
+                .values(
+                    state="queued",
+                    queued_at=at,
+                    polled_at=None,
+                    polled_by=None,
+                    token_hash=None,
+                    acknowledged_at=None,
+                    started_at=None,
+                    lease_heartbeat_at=None,
+                    lease_expires_at=None,
+                )
+            )
             log.info(
                 "work leases lapsed; items requeued",
-                extra={"environment_id": environment_id, "count": requeued.rowcount},
+                extra={"environment_id": environment_id, "work_ids": held},
             )
-        await conn.execute(
-            work_items.update()
-            .where(lapsed, work_items.c.state == "stopping")
-            .values(state="stopped", stopped_at=work_items.c.lease_expires_at, token_hash=None)
-        )
+        if stopping:
+            await conn.execute(
+                work_items.update()
+                .where(work_items.c.id.in_(stopping))
+                .values(state="stopped", stopped_at=work_items.c.lease_expires_at, token_hash=None)
+            )
 
     def _claimable(self, environment_id: str, reclaim_us: int, at: int) -> sa.ColumnElement[bool]:
         return sa.and_(
