@@ -186,6 +186,37 @@ class Settings(BaseSettings):
             "assumption, so it heartbeats every 30 s and can miss one beat."
         ),
     )
+    sandbox_cpu_time_s: int = Field(
+        default=1800,
+        ge=1,
+        description="CPU seconds one process in a bubblewrap sandbox may use (`RLIMIT_CPU`).",
+    )
+    sandbox_memory_mb: int = Field(
+        default=1024,
+        ge=16,
+        description=(
+            "Private writable memory (heap, anonymous mappings) one process in a bubblewrap sandbox "
+            "may allocate, in MiB (`RLIMIT_DATA`)."
+        ),
+    )
+    sandbox_max_processes: int = Field(
+        default=256,
+        ge=8,
+        description="Processes and threads one bubblewrap sandbox may run at once (`RLIMIT_NPROC`).",
+    )
+    sandbox_max_file_mb: int = Field(
+        default=1024,
+        ge=1,
+        description="Largest file a process in a bubblewrap sandbox may write, in MiB (`RLIMIT_FSIZE`).",
+    )
+    sandbox_tmp_mb: int = Field(
+        default=512,
+        ge=1,
+        description=(
+            "Size of each in-memory filesystem of a bubblewrap sandbox (`/tmp`, `/dev/shm`, the "
+            "home directory), in MiB."
+        ),
+    )
     log_level: str = Field(default="info", description="Log level of the server.")
 
     @property

@@ -13,6 +13,10 @@ to ``printf`` as an argument so the sentinel never appears literally in what we 
 shell's stdout is read with ``loop.add_reader`` on the raw pipe, so a call costs two small
 writes and one wake-up (well under a millisecond).
 
+Sandboxes hook in through :class:`ShellLaunch`: ``BashTool(..., launcher=f)`` calls
+``f(private_dir)`` before each shell start and runs the argv it returns (e.g. ``bwrap ... --
+/bin/bash``) instead of a plain ``/bin/bash``; the framing is the same.
+
 Output keeps the last :data:`~hangar.runtime.tools.base.OUTPUT_LIMIT` bytes with an
 ``[output truncated]`` marker, ANSI escapes stripped. A timeout or an interrupt kills the whole
 process tree (the process group plus any descendant that left it) with SIGKILL; the next call
@@ -32,7 +36,8 @@ import signal
 import subprocess
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -101,22 +106,50 @@ def kill_tree(pid: int) -> None:
             os.kill(member, signal.SIGKILL)
 
 
+@dataclass(frozen=True)
+class ShellLaunch:
+    """How to start a shell somewhere else than directly on the host (a sandbox).
+
+    ``argv`` must end up running ``bash --noprofile --norc`` reading commands from its stdin,
+    with stdout/stderr passed through; ``command_path`` is where that shell sees the command
+    file (the host path handed to the launcher, e.g. bind-mounted); ``setup`` is written to the
+    shell before the first command (its output must be silent on success)."""
+
+    argv: Sequence[str]
+    env: Mapping[str, str]
+    cwd: Path
+    command_path: str
+    setup: str = ""
+
+
+ShellLauncher = Callable[[Path], ShellLaunch]
+"""``launcher(private_dir) -> ShellLaunch``; the command file is ``private_dir / "command"``."""
+
+
 class Shell:
     """One running ``/bin/bash`` and the reader of its merged stdout/stderr."""
 
-    def __init__(self, workdir: Path, env: Mapping[str, str], command_file: Path) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        env: Mapping[str, str],
+        command_file: Path,
+        *,
+        launch: ShellLaunch | None = None,
+    ) -> None:
         self._command_file = command_file
+        self._command_path = launch.command_path if launch is not None else str(command_file)
         # Kept open and rewritten in place: truncating a file to zero and closing it makes
         # ext4 flush it (auto_da_alloc), which costs milliseconds per call.
         self._command_fd = os.open(command_file, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
             self._proc = subprocess.Popen(
-                ["/bin/bash", "--noprofile", "--norc"],
+                list(launch.argv) if launch is not None else ["/bin/bash", "--noprofile", "--norc"],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
-                cwd=workdir,
-                env=dict(env),
+                cwd=launch.cwd if launch is not None else workdir,
+                env=dict(launch.env if launch is not None else env),
                 start_new_session=True,
                 bufsize=0,
             )
@@ -137,6 +170,11 @@ class Shell:
         self._found: tuple[int, int] | None = None  # (index of the marker, end of its line)
         self._wakeup: asyncio.Future[None] | None = None
         self._closed = False
+        if launch is not None and launch.setup:
+            try:
+                os.write(self._stdin, launch.setup.encode())
+            except BrokenPipeError:
+                self._eof = True
 
     @property
     def pid(self) -> int:
@@ -193,7 +231,7 @@ class Shell:
         os.pwrite(self._command_fd, source, 0)
         os.ftruncate(self._command_fd, len(source))
         script = (
-            f"{{ . {shell_quote(str(self._command_file))}\n}} </dev/null 2>&1; "
+            f"{{ . {shell_quote(self._command_path)}\n}} </dev/null 2>&1; "
             f"printf '\\n__HANGAR_%s__%d\\n' {token} \"$?\"\n"
         ).encode()
         if self._buf:
@@ -228,7 +266,7 @@ class Shell:
         if len(raw) > OUTPUT_LIMIT:
             raw = raw[-OUTPUT_LIMIT:]
         text = strip_ansi(raw.decode("utf-8", errors="replace")).rstrip("\n")
-        text = text.replace(f"{self._command_file}: ", "bash: ")
+        text = text.replace(f"{self._command_path}: ", "bash: ")
         return f"{TRUNCATED}\n{text}" if truncated else text
 
     async def _write(self, data: bytes) -> None:
@@ -283,8 +321,16 @@ class Shell:
 class BashTool:
     """The ``bash`` tool of one session: a lazily started :class:`Shell` behind a lock."""
 
-    def __init__(self, workdir: Path, *, default_timeout_s: float, max_timeout_s: float) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        default_timeout_s: float,
+        max_timeout_s: float,
+        launcher: ShellLauncher | None = None,
+    ) -> None:
         self._workdir = workdir
+        self._launcher = launcher
         self._env = {**scrubbed_env(), "PS1": "", "PS2": "", "TERM": "dumb", "PAGER": "cat"}
         self._env.setdefault("GIT_PAGER", "cat")
         self._default_timeout_s = default_timeout_s
@@ -297,6 +343,11 @@ class BashTool:
     def busy(self) -> bool:
         """Whether a call is in progress."""
         return self._lock.locked()
+
+    @property
+    def shell_pid(self) -> int | None:
+        """The host pid of the running shell (with a launcher: of what it started), if any."""
+        return self._shell.pid if self._shell is not None and self._shell.alive else None
 
     async def run(self, tool_input: dict[str, Any]) -> ToolResult:
         command = tool_input.get("command")
@@ -356,7 +407,8 @@ class BashTool:
         if self._private is None:
             self._private = Path(tempfile.mkdtemp(prefix="hangar-bash-"))
         try:
-            return Shell(self._workdir, self._env, self._private / "command")
+            launch = self._launcher(self._private) if self._launcher is not None else None
+            return Shell(self._workdir, self._env, self._private / "command", launch=launch)
         except OSError as exc:
             raise ToolError(f"bash: cannot start the shell: {exc.strerror or exc}") from exc
 

@@ -1,0 +1,437 @@
+"""``EgressProxy``: the only way out of a sandbox under ``limited`` networking.
+
+Hangar runs one proxy per session, outside the sandbox, listening on a unix socket that is
+bind-mounted into the sandbox at ``/run/hangar/egress.sock``. Inside, a ``socat`` forwarder
+listens on ``127.0.0.1:3128`` (the sandbox's own loopback) and ``HTTP_PROXY``/``HTTPS_PROXY``
+point there, so curl, pip, npm, git, apt and Python's urllib go through it. The sandbox has a
+network namespace of its own with nothing but ``lo``: there is no other route out.
+
+The proxy speaks the two things clients send a forward proxy:
+
+- ``CONNECT host:port`` (HTTPS and anything else tunnelled): answered ``200`` and then bytes are
+  copied both ways, untouched (no TLS interception);
+- plain ``http://`` requests in absolute form (``GET http://host/path HTTP/1.1``): forwarded in
+  origin form with ``Connection: close`` (one request per client connection).
+
+A host is allowed when it matches the policy (:class:`EgressPolicy`):
+
+- the environment's ``allowed_hosts``: exact names (case-insensitive, a trailing dot ignored),
+  ``*.example.com`` for any subdomain of example.com at any depth (not example.com itself), and IP
+  literals (compared as addresses);
+- :data:`PACKAGE_REGISTRY_HOSTS` when ``allow_package_managers``;
+- the MCP hosts passed explicitly (``mcp_servers``, URLs or host names) when ``allow_mcp_servers``.
+
+Everything else gets ``403`` with a ``text/plain`` body naming the host and the reason; the
+status line's reason phrase says the same, so tools that only show the status line of a refused
+``CONNECT`` (pip, requests: ``Tunnel connection failed: 403 ...``) still tell the agent why. Each
+denial is logged at WARNING with ``extra={"session_id", "host", "port", "reason"}``.
+
+Names are resolved by the proxy, which connects to the address it checked (no second lookup).
+Unless ``allow_private_addresses`` is set, a *name* that resolves to a loopback, private,
+link-local or otherwise non-public address is refused too (an allowed name must not become a way
+into the host or its network); an IP literal or ``localhost`` listed in ``allowed_hosts`` is
+taken as meant and may be reached.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import os
+import socket
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+log = logging.getLogger(__name__)
+
+PACKAGE_REGISTRY_HOSTS: tuple[str, ...] = (
+    # pip
+    "pypi.org",
+    "files.pythonhosted.org",
+    # npm / yarn
+    "registry.npmjs.org",
+    "registry.yarnpkg.com",
+    # apt (Debian, Ubuntu)
+    "deb.debian.org",
+    "security.debian.org",
+    "archive.ubuntu.com",
+    "security.ubuntu.com",
+    "ports.ubuntu.com",
+    # cargo
+    "crates.io",
+    "index.crates.io",
+    "static.crates.io",
+    # gem
+    "rubygems.org",
+    "index.rubygems.org",
+    # go
+    "proxy.golang.org",
+    "sum.golang.org",
+)
+"""Hosts opened by ``allow_package_managers``: the public registries of the six package managers
+an environment's ``packages`` can name (apt, cargo, gem, go, npm, pip)."""
+
+MAX_HEAD_BYTES = 64 * 1024
+HEAD_TIMEOUT_S = 30.0
+CONNECT_TIMEOUT_S = 10.0
+_COPY_CHUNK = 65536
+_HOP_BY_HOP = frozenset(
+    {"connection", "keep-alive", "proxy-connection", "proxy-authorization", "proxy-authenticate", "te"}
+)
+
+Resolver = Callable[[str, int], Awaitable[list[str]]]
+"""``resolve(host, port) -> [address, ...]``: how the proxy turns a name into addresses."""
+
+
+def normalize_host(host: str) -> str:
+    """Lower case, no trailing dot, no IPv6 brackets."""
+    host = host.strip().lower().rstrip(".")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    return host
+
+
+def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        return None
+
+
+def host_matches(host: str, entry: str) -> bool:
+    """Whether ``host`` is allowed by one ``allowed_hosts`` ``entry`` (see the module docstring)."""
+    host, entry = normalize_host(host), normalize_host(entry)
+    if not host or not entry:
+        return False
+    if entry.startswith("*."):
+        return _ip(host) is None and host.endswith(entry[1:])
+    host_ip, entry_ip = _ip(host), _ip(entry)
+    if host_ip is not None or entry_ip is not None:
+        return host_ip is not None and host_ip == entry_ip
+    return host == entry
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The policy's answer for one host."""
+
+    allowed: bool
+    reason: str
+    explicit: bool = False
+    """Allowed by an ``allowed_hosts`` entry naming an IP literal or ``localhost``: the address
+    may then be a non-public one."""
+
+
+@dataclass(frozen=True)
+class EgressPolicy:
+    """What a ``limited`` sandbox may reach (see the module docstring)."""
+
+    allowed_hosts: tuple[str, ...] = ()
+    allow_package_managers: bool = False
+    allow_mcp_servers: bool = False
+    mcp_hosts: tuple[str, ...] = ()
+
+    @classmethod
+    def from_networking(
+        cls, networking: Mapping[str, Any] | None, *, mcp_servers: Iterable[str] = ()
+    ) -> EgressPolicy | None:
+        """The policy of an environment's ``networking`` object; ``None`` for ``unrestricted``
+        (or no networking object at all). ``mcp_servers`` are the agent's MCP server URLs (or
+        host names), honoured when the networking has ``allow_mcp_servers``."""
+        if not networking or networking.get("type") != "limited":
+            return None
+        return cls(
+            allowed_hosts=tuple(str(h) for h in networking.get("allowed_hosts") or ()),
+            allow_package_managers=bool(networking.get("allow_package_managers")),
+            allow_mcp_servers=bool(networking.get("allow_mcp_servers")),
+            mcp_hosts=tuple(h for h in (_host_of(s) for s in mcp_servers) if h),
+        )
+
+    def check(self, host: str) -> Verdict:
+        for entry in self.allowed_hosts:
+            if host_matches(host, entry):
+                entry = normalize_host(entry)
+                explicit = _ip(entry) is not None or entry == "localhost"
+                return Verdict(True, f"allowed_hosts entry {entry}", explicit)
+        if self.allow_package_managers and any(host_matches(host, h) for h in PACKAGE_REGISTRY_HOSTS):
+            return Verdict(True, "package registry (allow_package_managers)")
+        if self.allow_mcp_servers and any(host_matches(host, h) for h in self.mcp_hosts):
+            return Verdict(True, "MCP server (allow_mcp_servers)")
+        reason = "not in the environment's allowed_hosts"
+        if not self.allow_package_managers:
+            reason += "; package registries are closed (allow_package_managers is false)"
+        if not self.allow_mcp_servers and self.mcp_hosts:
+            reason += "; MCP servers are closed (allow_mcp_servers is false)"
+        return Verdict(False, reason)
+
+
+def _host_of(server: str) -> str:
+    """The host of an MCP server URL (or a bare host name)."""
+    if "://" in server:
+        try:
+            return normalize_host(urlsplit(server).hostname or "")
+        except ValueError:
+            return ""
+    bare = server.split("/", 1)[0]
+    if bare.count(":") == 1:
+        bare = bare.rsplit(":", 1)[0]
+    return normalize_host(bare)
+
+
+def is_public(address: str) -> bool:
+    ip = _ip(address)
+    if ip is None:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_global
+
+
+async def system_resolver(host: str, port: int) -> list[str]:
+    """The addresses of ``host`` from the system resolver, in its order, deduplicated."""
+    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return list(dict.fromkeys(str(info[4][0]) for info in infos))
+
+
+class _Refused(Exception):
+    """A request the proxy answers itself (status, reason phrase, body)."""
+
+    def __init__(self, status: int, phrase: str, body: str) -> None:
+        super().__init__(body)
+        self.status, self.phrase, self.body = status, phrase, body
+
+
+class EgressProxy:
+    """An HTTP(S) forward proxy on a unix socket, enforcing an :class:`EgressPolicy`.
+
+    ``policy`` may be reassigned at any time (new connections use it); ``None`` allows every
+    host. Use ``await proxy.start()`` / ``await proxy.close()`` (or ``async with``).
+    """
+
+    def __init__(
+        self,
+        socket_path: Path,
+        policy: EgressPolicy | None,
+        *,
+        session_id: str,
+        allow_private_addresses: bool = False,
+        resolver: Resolver | None = None,
+        connect_timeout_s: float = CONNECT_TIMEOUT_S,
+    ) -> None:
+        self.socket_path = socket_path
+        self.policy = policy
+        self.session_id = session_id
+        self.allow_private_addresses = allow_private_addresses
+        self._resolve: Resolver = resolver or system_resolver
+        self._connect_timeout_s = connect_timeout_s
+        self._server: asyncio.AbstractServer | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._writers: set[asyncio.StreamWriter] = set()
+        self.denied = 0
+        """How many requests were refused by the policy so far."""
+
+    @property
+    def running(self) -> bool:
+        return self._server is not None
+
+    async def start(self) -> None:
+        """Listen on ``socket_path`` (a stale socket file there is replaced); mode 0600."""
+        if self._server is not None:
+            return
+        with contextlib.suppress(FileNotFoundError):
+            self.socket_path.unlink()
+        self._server = await asyncio.start_unix_server(
+            self._accept, path=str(self.socket_path), limit=MAX_HEAD_BYTES
+        )
+        os.chmod(self.socket_path, 0o600)
+
+    async def close(self) -> None:
+        """Stop listening, cut every open connection and remove the socket file. Idempotent."""
+        server, self._server = self._server, None
+        if server is not None:
+            server.close()
+        for writer in list(self._writers):
+            writer.transport.abort()
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        if server is not None:
+            await server.wait_closed()
+            with contextlib.suppress(FileNotFoundError):
+                self.socket_path.unlink()
+
+    async def __aenter__(self) -> EgressProxy:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # ------------------------------------------------------------------ one client connection
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        self._writers.add(writer)
+        try:
+            await self._serve(reader, writer)
+        except (ConnectionError, asyncio.IncompleteReadError, TimeoutError):
+            pass  # the client went away or stalled; nothing to answer
+        finally:
+            self._tasks.discard(task)
+            self._writers.discard(writer)
+            writer.transport.abort()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            async with asyncio.timeout(HEAD_TIMEOUT_S):
+                head = await reader.readuntil(b"\r\n\r\n")
+        except asyncio.LimitOverrunError:
+            await _answer(writer, _Refused(431, "Request Header Fields Too Large", "request head too large"))
+            return
+        try:
+            method, host, port, forward = _parse_head(head)
+            upstream = await self._open(host, port)
+        except _Refused as refused:
+            await _answer(writer, refused)
+            return
+        up_reader, up_writer = upstream
+        self._writers.add(up_writer)
+        try:
+            if method == "CONNECT":
+                writer.write(b"HTTP/1.1 200 Connection Established\r\n\r\n")
+                await writer.drain()
+            else:
+                up_writer.write(forward)
+                await up_writer.drain()
+            await asyncio.gather(_copy(reader, up_writer), _copy(up_reader, writer))
+        finally:
+            self._writers.discard(up_writer)
+            up_writer.transport.abort()
+
+    async def _open(self, host: str, port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        policy = self.policy
+        verdict = Verdict(True, "unrestricted", explicit=True) if policy is None else policy.check(host)
+        if not verdict.allowed:
+            self._deny(host, port, verdict.reason)
+        if _ip(host) is not None:
+            addresses = [host]
+        else:
+            try:
+                addresses = await self._resolve(host, port)
+            except OSError as exc:
+                detail = f"hangar egress proxy: cannot resolve {host}: {exc}"
+                raise _Refused(502, "Bad Gateway", detail) from None
+        if not (verdict.explicit or self.allow_private_addresses):
+            private = [a for a in addresses if not is_public(a)]
+            if private:
+                self._deny(host, port, f"it resolves to a non-public address ({private[0]})")
+        last: OSError | None = None
+        for address in addresses:
+            try:
+                async with asyncio.timeout(self._connect_timeout_s):
+                    return await asyncio.open_connection(address, port, limit=_COPY_CHUNK)
+            except TimeoutError:
+                last = OSError(f"timed out after {self._connect_timeout_s:g}s")
+            except OSError as exc:
+                last = exc
+        detail = (last.strerror or str(last)) if last is not None else "no address"
+        raise _Refused(502, "Bad Gateway", f"hangar egress proxy: cannot connect to {host}:{port}: {detail}")
+
+    def _deny(self, host: str, port: int, reason: str) -> None:
+        self.denied += 1
+        log.warning(
+            "egress denied: %s:%s (%s)",
+            host,
+            port,
+            reason,
+            extra={"session_id": self.session_id, "host": host, "port": port, "reason": reason},
+        )
+        raise _Refused(
+            403,
+            f"Forbidden by the sandbox network policy: {_safe(host)} is not allowed",
+            f"hangar egress proxy: access to {host} denied: {reason} (networking: limited)",
+        )
+
+
+def _parse_head(head: bytes) -> tuple[str, str, int, bytes]:
+    """(method, host, port, the request head to send upstream for plain HTTP)."""
+    lines = head.decode("latin-1").split("\r\n")
+    parts = lines[0].split(" ")
+    if len(parts) != 3 or not parts[2].startswith("HTTP/"):
+        raise _Refused(400, "Bad Request", "hangar egress proxy: malformed request line")
+    method, target, version = parts
+    headers = [line for line in lines[1:] if line]
+    if method.upper() == "CONNECT":
+        host, port = _split_host_port(target, None)
+        return "CONNECT", host, port, b""
+    if target.lower().startswith("http://"):
+        try:
+            url = urlsplit(target)
+            host, port = normalize_host(url.hostname or ""), url.port or 80
+        except ValueError:
+            raise _Refused(400, "Bad Request", f"hangar egress proxy: bad URL {target!r}") from None
+        path = (url.path or "/") + (f"?{url.query}" if url.query else "")
+    elif target.startswith("/"):
+        host_header = next((h.split(":", 1)[1].strip() for h in headers if h.lower().startswith("host:")), "")
+        if not host_header:
+            raise _Refused(400, "Bad Request", "hangar egress proxy: no host in the request")
+        host, port = _split_host_port(host_header, 80)
+        path = target
+    else:
+        detail = f"hangar egress proxy: unsupported request target {target!r} (use CONNECT for https)"
+        raise _Refused(400, "Bad Request", detail)
+    if not host:
+        raise _Refused(400, "Bad Request", "hangar egress proxy: no host in the request")
+    kept = [h for h in headers if h.split(":", 1)[0].strip().lower() not in _HOP_BY_HOP]
+    forward = "\r\n".join([f"{method} {path} {version}", *kept, "Connection: close", "", ""])
+    return method, host, port, forward.encode("latin-1")
+
+
+def _split_host_port(text: str, default: int | None) -> tuple[str, int]:
+    host, sep, port_text = text.rpartition(":")
+    if not sep or (host.count(":") and not host.endswith("]")):  # no port, or a bare IPv6 address
+        host, port_text = text, ""
+    if not port_text:
+        if default is None:
+            raise _Refused(400, "Bad Request", f"hangar egress proxy: {text!r} has no port")
+        return normalize_host(host), default
+    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise _Refused(400, "Bad Request", f"hangar egress proxy: bad port in {text!r}")
+    return normalize_host(host), int(port_text)
+
+
+def _safe(text: str) -> str:
+    """``text`` fit for a status line (printable ASCII, bounded)."""
+    return "".join(c if " " <= c <= "~" else "?" for c in text)[:200]
+
+
+async def _answer(writer: asyncio.StreamWriter, refused: _Refused) -> None:
+    body = (refused.body + "\n").encode()
+    kind = "denied" if refused.status == 403 else "error"
+    writer.write(
+        f"HTTP/1.1 {refused.status} {_safe(refused.phrase)}\r\nContent-Type: text/plain; charset=utf-8\r\n"
+        f"Content-Length: {len(body)}\r\nX-Hangar-Egress: {kind}\r\nConnection: close\r\n\r\n".encode()
+        + body
+    )
+    with contextlib.suppress(ConnectionError):
+        await writer.drain()
+
+
+async def _copy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Copy until EOF, then half-close the other side."""
+    try:
+        while chunk := await reader.read(_COPY_CHUNK):
+            writer.write(chunk)
+            await writer.drain()
+        if writer.can_write_eof():
+            writer.write_eof()
+    except ConnectionError:
+        writer.transport.abort()
