@@ -217,6 +217,33 @@ class Settings(BaseSettings):
             "home directory), in MiB."
         ),
     )
+    secret_key: SecretStr | None = Field(
+        default=None,
+        description=(
+            "Key that encrypts vault credential secrets at rest (AES-256-GCM): the base64 encoding of "
+            "32 random bytes (`hangar secrets generate-key` prints one). Unset: the key file "
+            "`<data_dir>/secret.key`, created with mode 0600 when the first secret is stored; Hangar "
+            "refuses to start when group or others can read it (`chmod 600` fixes it). Rotation: with "
+            "the key file, `hangar secrets rotate-key` makes a new key and re-encrypts every stored "
+            "secret; with this setting, move the old key to `secret_key_retired`, set a new one, run "
+            "`hangar secrets rotate-key`, then drop the retired key."
+        ),
+    )
+    secret_key_retired: SecretStr | None = Field(
+        default=None,
+        description=(
+            "Comma-separated base64 keys that only decrypt secrets stored under an older "
+            "`secret_key`, while `hangar secrets rotate-key` re-encrypts them under the current one."
+        ),
+    )
+    vault_probe_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        description=(
+            "Timeout of each HTTP request of `mcp_oauth_validate` (the MCP `initialize` probe and the "
+            "token refresh), in seconds."
+        ),
+    )
     log_level: str = Field(default="info", description="Log level of the server.")
 
     @property

@@ -23,10 +23,12 @@ from hangar.cli.database import SchemaNotReady, display_url, prepare_database, s
 from hangar.cli.doctor import doctor
 from hangar.cli.keys import keys_app, startup_keys
 from hangar.cli.reference import config_reference
+from hangar.cli.secrets import check_secret_key, secrets_app
 from hangar.http.middleware import draining_event
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Hangar: self-hosted Managed Agents.")
 app.add_typer(keys_app, name="keys")
+app.add_typer(secrets_app, name="secrets")
 app.command()(doctor)
 
 #: Seconds open connections (event streams) get to finish after SIGTERM/SIGINT.
@@ -90,6 +92,7 @@ def serve(
     settings = load_settings(host=host, port=port, data_dir=data_dir, database_url=database_url)
     configure_logging(settings.log_level)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    check_secret_key(settings)
     try:
         prepare_database(settings, migrate=migrate)
     except SchemaNotReady as exc:

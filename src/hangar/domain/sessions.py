@@ -233,8 +233,12 @@ async def create_session(svc: Services, workspace_id: str, body: dict[str, Any])
     vault_ids = body.get("vault_ids") or []
     if not isinstance(vault_ids, list) or not all(isinstance(v, str) for v in vault_ids):
         raise InvalidRequest("vault_ids: expected an array of strings")
+    known = await svc.store.vaults.usable_vaults(workspace_id, vault_ids)
     for vid in vault_ids:
-        raise NotFound(f"Vault {vid} not found.")
+        if vid not in known:
+            raise NotFound(f"Vault {vid} not found.")
+        if known[vid]:
+            raise InvalidRequest(f"Vault {vid} is archived.")
     initial = parse_initial_events(body.get("initial_events"))
     resolved = await resolve_agent(svc, workspace_id, body["agent"])
     env = await svc.store.environments.get(workspace_id, env_id)

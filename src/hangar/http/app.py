@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from hangar.config import Settings
+from hangar.crypto import SecretBox
 from hangar.http import errors
 from hangar.http.middleware import RequestContext
 from hangar.http.routes import ROUTERS
@@ -44,8 +45,9 @@ def create_app(settings: Settings) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         check_schema(settings)
         settings.data_dir.mkdir(parents=True, exist_ok=True)
+        secrets = SecretBox.from_settings(settings)  # refuses a malformed key or a loose key file
         db = open_database(settings.resolved_database_url)
-        store = Store.open(db)
+        store = Store.open(db, secrets)
         await store.keys.ensure_workspace()
         if settings.api_key is not None and settings.api_key.get_secret_value().strip():
             await store.keys.register(settings.api_key.get_secret_value().strip())

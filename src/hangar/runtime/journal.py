@@ -68,8 +68,13 @@ class Journal:
         self.bus = bus
 
     @asynccontextmanager
-    async def transaction(self, session_id: str, workspace_id: str | None = None) -> AsyncIterator[Tx]:
-        async with self.store.db.write() as conn:
+    async def transaction(
+        self, session_id: str, workspace_id: str | None = None, *, durable: bool = True
+    ) -> AsyncIterator[Tx]:
+        """``durable=False`` is for the loop's own transitions: nobody waits on them, and if a
+        database crash lost the newest ones the session would resume from the one before (the
+        events and the session row commit together). Client writes stay durable."""
+        async with self.store.db.write(durable=durable) as conn:
             session = await self.store.sessions.get_in(conn, workspace_id, session_id, lock=True)
             if session is None:
                 raise NotFound(f"Session {session_id} not found.")

@@ -154,7 +154,7 @@ class Loop:
     async def _inputs(self, session_id: str, inputs: list[StoredEvent]) -> Step | None:
         """Consume client input while idle: new messages start a turn, confirmations and
         results resolve held calls; the turn (re)starts once nothing is held."""
-        async with self.journal.transaction(session_id) as tx:
+        async with self.journal.transaction(session_id, durable=False) as tx:
             data = dict(tx.session.data)
             thread_id = data["primary_thread_id"]
             open_calls = c.load_calls(data)
@@ -265,7 +265,7 @@ class Loop:
         """Open a model request (after a retry wait, a tool round or a restart), taking in any
         message the client sent meanwhile, and closing a span a crash left open."""
         pending = [e for e in await self.store.events.pending(session_id) if e.type in STEERING]
-        async with self.journal.transaction(session_id) as tx:
+        async with self.journal.transaction(session_id, durable=False) as tx:
             data = dict(tx.session.data)
             thread_id = data["primary_thread_id"]
             opening: list[NewEvent] = []
@@ -315,7 +315,7 @@ class Loop:
     async def _model_succeeded(
         self, session_id: str, start_id: str, ids: PreviewIds, response: ModelResponse
     ) -> Step | None:
-        async with self.journal.transaction(session_id) as tx:
+        async with self.journal.transaction(session_id, durable=False) as tx:
             data = dict(tx.session.data)
             thread_id = data["primary_thread_id"]
             agent = data["agent"]
@@ -379,7 +379,7 @@ class Loop:
                     session_id, call, c.tool_result(call.id, RESTARTED, thread_id, is_error=True)
                 )
                 continue
-            async with self.journal.transaction(session_id) as tx:
+            async with self.journal.transaction(session_id, durable=False) as tx:
                 data = dict(tx.session.data)
                 data["calls"] = c.dump_calls(c.with_state(c.load_calls(data), call.id, "running"))
                 tx.save(data=data)
@@ -392,14 +392,14 @@ class Loop:
             )
 
     async def _resolve(self, session_id: str, call: c.Call, result: NewEvent) -> None:
-        async with self.journal.transaction(session_id) as tx:
+        async with self.journal.transaction(session_id, durable=False) as tx:
             data = dict(tx.session.data)
             data["calls"] = c.dump_calls(c.without(c.load_calls(data), call.id))
             await tx.append(result)
             tx.save(data=data)
 
     async def _await(self, session_id: str) -> None:
-        async with self.journal.transaction(session_id) as tx:
+        async with self.journal.transaction(session_id, durable=False) as tx:
             data = dict(tx.session.data)
             held = [x.id for x in c.load_calls(data) if x.state == "held"]
             await self._append_idle(tx, data, {"type": "requires_action", "event_ids": held})
@@ -407,7 +407,7 @@ class Loop:
     async def interrupted(self, session_id: str) -> None:
         """End the turn now (the in-flight request or tool was already cancelled): close the
         open span, report started calls as interrupted, drop held ones, go idle."""
-        async with self.journal.transaction(session_id) as tx:
+        async with self.journal.transaction(session_id, durable=False) as tx:
             data = dict(tx.session.data)
             if tx.session.status not in ("running", "rescheduling") and not data.get("calls"):
                 return
@@ -428,7 +428,7 @@ class Loop:
     async def failed(self, session_id: str) -> None:
         """An unexpected error broke a transition: close what is open and end the turn with
         ``unknown_error`` (the details are in the server log, not in the event)."""
-        async with self.journal.transaction(session_id) as tx:
+        async with self.journal.transaction(session_id, durable=False) as tx:
             if tx.session.status not in ("running", "rescheduling"):
                 return
             data = dict(tx.session.data)
@@ -463,7 +463,7 @@ class Loop:
         log.warning(
             "model request failed", extra={"session_id": session_id, "kind": exc.kind, "attempt": attempt}
         )
-        async with self.journal.transaction(session_id) as tx:
+        async with self.journal.transaction(session_id, durable=False) as tx:
             data = dict(tx.session.data)
             thread_id = data["primary_thread_id"]
             await tx.append(
@@ -482,7 +482,7 @@ class Loop:
             await asyncio.sleep(self.retry.delay(attempt, exc.retry_after_s))
 
     async def _give_up(self, session_id: str, start_id: str, error_type: str, message: str) -> None:
-        async with self.journal.transaction(session_id) as tx:
+        async with self.journal.transaction(session_id, durable=False) as tx:
             data = dict(tx.session.data)
             thread_id = data["primary_thread_id"]
             error = {"type": error_type, "message": message, "retry_status": {"type": "exhausted"}}
@@ -505,7 +505,7 @@ class Loop:
         summary = await self.compactor.summarize(agent, messages, conversation.starts)
         if summary is None:
             return messages, False
-        async with self.journal.transaction(session_id) as tx:
+        async with self.journal.transaction(session_id, durable=False) as tx:
             data = dict(tx.session.data)
             await tx.append(NewEvent(ev.AGENT_CONTEXT_COMPACTED, {}, thread_id=data["primary_thread_id"]))
             data["compaction"] = {"key": summary.cut_key, "summary": summary.text}

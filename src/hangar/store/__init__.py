@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from hangar.crypto import SecretBox
 from hangar.store.agents import AgentStore
 from hangar.store.db import Database, open_database
 from hangar.store.environments import EnvironmentStore
@@ -11,6 +12,7 @@ from hangar.store.events import EventStore
 from hangar.store.files import FileStore
 from hangar.store.keys import KeyStore
 from hangar.store.sessions import SessionStore
+from hangar.store.vaults import VaultStore
 from hangar.store.work import WorkStore
 
 __all__ = ["Database", "Store", "open_database"]
@@ -28,9 +30,11 @@ class Store:
     events: EventStore
     files: FileStore
     work: WorkStore
+    vaults: VaultStore
 
     @classmethod
-    def open(cls, db: Database) -> Store:
+    def open(cls, db: Database, secrets: SecretBox | None = None) -> Store:
+        """``secrets`` seals vault credentials (without it, storing one fails)."""
         return cls(
             db=db,
             keys=KeyStore(db),
@@ -40,4 +44,5 @@ class Store:
             events=EventStore(db),
             files=FileStore(db),
             work=WorkStore(db),
+            vaults=VaultStore(db, secrets),
         )

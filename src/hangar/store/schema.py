@@ -201,3 +201,47 @@ work_pollers = sa.Table(
     sa.Column("worker_id", sa.String(255), primary_key=True),
     sa.Column("last_poll_at", Micros, nullable=False),
 )
+
+# Vaults and their credentials (API §1.8). A credential's non-secret ``auth`` fields are in
+# ``auth`` (JSON); its secret fields are in ``secret``, sealed by ``hangar.crypto`` (AES-GCM, the
+# credential id as associated data), NULL once archived. ``match_key`` is what must be unique
+# among a vault's active credentials: the SHA-256 (hex) of ``mcp\0<mcp_server_url>`` or
+# ``env\0<secret_name>`` (a hash keeps the unique index small whatever the URL's length).
+vaults = sa.Table(
+    "vaults",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("workspace_id", sa.String(64), nullable=False),
+    sa.Column("display_name", sa.String(255), nullable=False),
+    sa.Column("metadata", sa.JSON, nullable=False),
+    sa.Column("created_at", Micros, nullable=False),
+    sa.Column("updated_at", Micros, nullable=False),
+    sa.Column("archived_at", Micros, nullable=True),
+    sa.Index("ix_vaults_ws_created", "workspace_id", "created_at", "id"),
+)
+
+vault_credentials = sa.Table(
+    "vault_credentials",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("workspace_id", sa.String(64), nullable=False),
+    sa.Column("vault_id", sa.String(64), sa.ForeignKey("vaults.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("auth_type", sa.String(32), nullable=False),
+    sa.Column("match_key", sa.String(64), nullable=False),
+    sa.Column("display_name", sa.String(255), nullable=True),
+    sa.Column("metadata", sa.JSON, nullable=False),
+    sa.Column("auth", sa.JSON, nullable=False),
+    sa.Column("secret", sa.Text, nullable=True),
+    sa.Column("created_at", Micros, nullable=False),
+    sa.Column("updated_at", Micros, nullable=False),
+    sa.Column("archived_at", Micros, nullable=True),
+    sa.Index("ix_vault_credentials_vault_created", "vault_id", "created_at", "id"),
+    sa.Index(
+        "ux_vault_credentials_active_key",
+        "vault_id",
+        "match_key",
+        unique=True,
+        sqlite_where=sa.text("archived_at IS NULL"),
+        postgresql_where=sa.text("archived_at IS NULL"),
+    ),
+)

@@ -2,7 +2,18 @@
 
 from fastapi import APIRouter
 
-from hangar.http.routes import agents, environments, events, files, models, resources, sessions, threads, work
+from hangar.http.routes import (
+    agents,
+    environments,
+    events,
+    files,
+    models,
+    resources,
+    sessions,
+    threads,
+    vaults,
+    work,
+)
 
 ROUTERS: list[APIRouter] = [
     agents.router,
@@ -14,4 +25,5 @@ ROUTERS: list[APIRouter] = [
     files.router,
     models.router,
     work.router,
+    vaults.router,
 ]
