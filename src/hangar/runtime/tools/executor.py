@@ -22,6 +22,7 @@ import contextlib
 import logging
 import os
 import re
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from functools import partial
 from pathlib import Path
@@ -128,6 +129,11 @@ class WorkspaceExecutor:
         except ToolError as exc:
             return error_result(str(exc))
 
+    @property
+    def busy(self) -> bool:
+        """A tool call is running."""
+        return bool(self._interrupts)
+
     async def cancel(self) -> None:
         """Interrupt: SIGKILL the running bash command's process tree and end every ``run()`` in
         progress with ``"<tool>: interrupted"``. The next bash call starts a new shell."""
@@ -158,12 +164,27 @@ async def _stop(task: asyncio.Future[ToolResult]) -> None:
         await asyncio.shield(task)
 
 
-class ExecutorPool:
-    """One executor per session, created lazily, closed on demand / at shutdown."""
+ExecutorFactory = Callable[..., WorkspaceExecutor]
+"""Builds a session's executor: ``factory(session_id, workdir, settings, toolset=…, networking=…)``
+(``WorkspaceExecutor`` itself, or the bubblewrap sandbox)."""
 
-    def __init__(self, settings: Settings) -> None:
+
+class ExecutorPool:
+    """One executor per session, created lazily, closed on demand / at shutdown.
+
+    At most ``max_live`` executors are kept: opening one more closes the least recently used
+    idle one (its workspace stays; the next call starts a fresh shell), so sessions that are not
+    working hold no shell or sandbox however many there are.
+    """
+
+    def __init__(
+        self, settings: Settings, factory: ExecutorFactory | None = None, *, max_live: int = 32
+    ) -> None:
         self._settings = settings
-        self._executors: dict[str, WorkspaceExecutor] = {}
+        self._factory: ExecutorFactory = factory or WorkspaceExecutor
+        self._max_live = max_live
+        self._executors: OrderedDict[str, WorkspaceExecutor] = OrderedDict()
+        self._closing: set[asyncio.Task[None]] = set()
 
     @property
     def root(self) -> Path:
@@ -182,7 +203,7 @@ class ExecutorPool:
         if executor is None:
             if not _SESSION_ID.match(session_id):
                 raise ValueError(f"invalid session id {session_id!r}")
-            executor = WorkspaceExecutor(
+            executor = self._factory(
                 session_id,
                 self.root / session_id,
                 self._settings,
@@ -190,9 +211,23 @@ class ExecutorPool:
                 networking=networking,
             )
             self._executors[session_id] = executor
+            self._evict()
         elif toolset is not None or networking is not None:
             executor.configure(toolset=toolset, networking=networking)
+        self._executors.move_to_end(session_id)
         return executor
+
+    def _evict(self) -> None:
+        """Close the least recently used idle executors beyond ``max_live`` (in the background:
+        ``get`` stays synchronous)."""
+        for session_id in list(self._executors)[: max(0, len(self._executors) - self._max_live)]:
+            executor = self._executors[session_id]
+            if executor.busy:
+                continue
+            del self._executors[session_id]
+            task = asyncio.get_running_loop().create_task(executor.close())
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
 
     def __contains__(self, session_id: str) -> bool:
         return session_id in self._executors
@@ -207,6 +242,7 @@ class ExecutorPool:
         """Close every executor (server shutdown)."""
         executors = list(self._executors.values())
         self._executors.clear()
+        await asyncio.gather(*self._closing, return_exceptions=True)
         results = await asyncio.gather(*(e.close() for e in executors), return_exceptions=True)
         for executor, result in zip(executors, results, strict=True):
             if isinstance(result, BaseException):
