@@ -244,6 +244,30 @@ class Settings(BaseSettings):
             "token refresh), in seconds."
         ),
     )
+    mcp_max_result_bytes: int = Field(
+        default=400_000,
+        ge=1024,
+        description=(
+            "Largest MCP tool result the model gets inline, in bytes of text (400,000 is about 100K "
+            "tokens). A larger result is saved to a file in the session's workspace and the model "
+            "gets a preview and the file's path."
+        ),
+    )
+    unsafe_no_sandbox: bool = Field(
+        default=False,
+        description=(
+            "Run cloud sessions' tools directly in their workspace directory, without a sandbox "
+            "(`hangar serve --unsafe-no-sandbox`). For development only; logged loudly at start."
+        ),
+    )
+    max_live_executors: int = Field(
+        default=32,
+        ge=1,
+        description=(
+            "Sessions whose shell or sandbox is kept running; opening one more closes the least "
+            "recently used idle one (its workspace stays)."
+        ),
+    )
     log_level: str = Field(default="info", description="Log level of the server.")
 
     @property

@@ -22,3 +22,5 @@ class Services:
     models: ModelRouter
     scheduler: Scheduler
     executors: ExecutorPool
+    sandbox_error: str | None = None
+    """Why cloud sessions cannot run here (no bubblewrap, …), or None."""

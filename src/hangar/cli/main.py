@@ -81,6 +81,13 @@ def serve(
     migrate: Annotated[
         bool, typer.Option("--migrate", help="Apply pending migrations first (default: refuse to start).")
     ] = False,
+    unsafe_no_sandbox: Annotated[
+        bool,
+        typer.Option(
+            "--unsafe-no-sandbox",
+            help="Run cloud sessions' tools without a sandbox (no isolation; for development only).",
+        ),
+    ] = False,
 ) -> None:
     """Serve the API. An empty database gets the schema and, on first start, an admin key."""
     from hangar.http import create_app
@@ -89,7 +96,13 @@ def serve(
     # status 0; once uvicorn runs, it owns the signals and shuts down gracefully.
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, _stop_during_startup)
-    settings = load_settings(host=host, port=port, data_dir=data_dir, database_url=database_url)
+    settings = load_settings(
+        host=host,
+        port=port,
+        data_dir=data_dir,
+        database_url=database_url,
+        unsafe_no_sandbox=unsafe_no_sandbox or None,
+    )
     configure_logging(settings.log_level)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     check_secret_key(settings)

@@ -246,6 +246,12 @@ async def create_session(svc: Services, workspace_id: str, body: dict[str, Any])
         raise NotFound(f"Environment {env_id} not found.", error_code="environment_not_found")
     if env.get("archived_at") is not None:
         raise InvalidRequest(f"Environment {env_id} is archived.", error_code="environment_archived")
+    config = env.get("config") or {}
+    if config.get("type") != "self_hosted" and svc.sandbox_error is not None:
+        raise InvalidRequest(
+            f"This Hangar cannot run cloud sessions: {svc.sandbox_error}. Install it and restart, "
+            "or start `hangar serve --unsafe-no-sandbox` (no isolation: development only)."
+        )
     session_id, thread_id = new_id("session"), new_id("thread")
     resources = await build_resources(svc, workspace_id, session_id, body.get("resources"))
     at = now_us()
@@ -260,7 +266,9 @@ async def create_session(svc: Services, workspace_id: str, body: dict[str, Any])
         "outcome_evaluations": [],
         "primary_thread_id": thread_id,
         # Built-in tools of a self-hosted environment run in the customer's worker.
-        "self_hosted": (env.get("config") or {}).get("type") == "self_hosted",
+        "self_hosted": config.get("type") == "self_hosted",
+        # The environment's networking when the session was created (updates reach new sessions).
+        "networking": config.get("networking"),
         "active_us": 0,
         "running_since": None,
     }

@@ -17,7 +17,8 @@ from hangar.runtime.journal import Journal
 from hangar.runtime.loop import Loop
 from hangar.runtime.models.router import ModelRouter
 from hangar.runtime.scheduler import Scheduler
-from hangar.runtime.tools.executor import ExecutorPool
+from hangar.runtime.tools.executor import ExecutorFactory, ExecutorPool, WorkspaceExecutor
+from hangar.sandbox import BwrapExecutor, sandbox_problems
 from hangar.services import Services
 from hangar.store import Store, open_database
 from hangar.store.bus import EventBus
@@ -40,6 +41,23 @@ def check_schema(settings: Settings) -> None:
         )
 
 
+def executor_factory(settings: Settings) -> tuple[ExecutorFactory, str | None]:
+    """Where cloud sessions' tools run: a bubblewrap sandbox per session, or (only when asked for
+    with ``--unsafe-no-sandbox``) the bare workspace directory. The second value says why cloud
+    sessions are refused, when they are."""
+    if settings.unsafe_no_sandbox:
+        log.warning(
+            "RUNNING WITHOUT A SANDBOX (--unsafe-no-sandbox): agents' tools run as this server's "
+            "user with its full access to this machine and network"
+        )
+        return WorkspaceExecutor, None
+    problems = sandbox_problems()
+    if problems:
+        log.error("cloud sessions are disabled: %s", "; ".join(problems))
+        return WorkspaceExecutor, "; ".join(problems)
+    return BwrapExecutor, None
+
+
 def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -54,9 +72,12 @@ def create_app(settings: Settings) -> FastAPI:
         bus = EventBus()
         journal = Journal(store, bus)
         models = ModelRouter(settings)
-        executors = ExecutorPool(settings)
+        factory, sandbox_error = executor_factory(settings)
+        executors = ExecutorPool(settings, factory, max_live=settings.max_live_executors)
         scheduler = Scheduler(store, Loop(store, bus, journal, models, settings, executors), executors)
-        app.state.services = Services(settings, store, bus, journal, models, scheduler, executors)
+        app.state.services = Services(
+            settings, store, bus, journal, models, scheduler, executors, sandbox_error=sandbox_error
+        )
         await scheduler.start()
         try:
             yield

@@ -384,7 +384,9 @@ class Loop:
                 data["calls"] = c.dump_calls(c.with_state(c.load_calls(data), call.id, "running"))
                 tx.save(data=data)
             executor = self.executors.get(
-                session_id, toolset=find_toolset(session.data["agent"].get("tools"))
+                session_id,
+                toolset=find_toolset(session.data["agent"].get("tools")),
+                networking=session.data.get("networking"),
             )
             result = await executor.run(call.name, call.input)
             await self._resolve(

@@ -190,6 +190,7 @@ async def archive(session_id: str, request: Request, who: Principal = Depends(pr
             )
             await svc.store.sessions.save_thread(tx.conn, thread.id, status="terminated", at=tx.at)
             tx.save(status="terminated", archived_at=tx.at)
+    await svc.executors.close(session_id)  # an archived session runs nothing more
     return await render(svc, await load_session(svc, who, session_id))
 
 
@@ -208,6 +209,7 @@ async def delete(session_id: str, request: Request, who: Principal = Depends(pri
             )
         await svc.store.events.delete_session(conn, session_id)
         await svc.store.sessions.delete(conn, session_id)
+    await svc.executors.close(session_id)
     # The log is gone; streams get a final `session.deleted` and close.
     svc.bus.publish(session_id, [Closed(new_id("event"), now_us())])
     # Session-scoped file copies and outputs go with the session.
