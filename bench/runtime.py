@@ -14,7 +14,8 @@ Measures, per backend:
         tool_round     = the next span.model_request_start - that span.model_request_end: the
                          whole leg from the model's tool_use back to the next model request.
       From the client clock: a whole turn (POST user.message → `session.status_idle` on the
-      stream) with the tool and without it, alternated in one session, and their difference.
+      stream) with the tool and without it, alternated in one session, and their difference;
+      `*_server` is the same turn from the events' timestamps (session.status_running → idle).
   (b) interrupt latency: a turn whose tool is `sleep 30` (after `agent.tool_use` is on the
       stream, plus --settle-ms so the process is running) or whose model request sleeps 30 s
       (`[[sleep:30000]]`, after `span.model_request_start`); then POST `user.interrupt` and time
@@ -27,6 +28,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 import tempfile
 import time
@@ -149,6 +151,7 @@ async def tool_round_trip(c: httpx.AsyncClient, agent: str, env: str, turns: int
     round_leg: list[float] = []
     with_tool: list[float] = []
     without_tool: list[float] = []
+    server: dict[bool, list[float]] = {True: [], False: []}
     deadline = time.monotonic() + DEADLINE_S
     warmup = 10
     try:
@@ -163,6 +166,8 @@ async def tool_round_trip(c: httpx.AsyncClient, agent: str, env: str, turns: int
                 if i < warmup:
                     continue
                 (with_tool if tool else without_tool).append(elapsed)
+                running = frames[first(frames, "session.status_running")]
+                server[tool].append((frames[-1].processed_us - running.processed_us) / 1000)
                 if not tool:
                     continue
                 end = first(frames, "span.model_request_end")
@@ -179,6 +184,8 @@ async def tool_round_trip(c: httpx.AsyncClient, agent: str, env: str, turns: int
     out |= summary("tool_round", round_leg)
     out |= summary("turn_with_tool", with_tool)
     out |= summary("turn_without_tool", without_tool)
+    out |= summary("turn_with_tool_server", server[True])
+    out |= summary("turn_without_tool_server", server[False])
     out["tool_share_of_turn_p50_ms"] = out["turn_with_tool_p50_ms"] - out["turn_without_tool_p50_ms"]
     return out
 
@@ -235,9 +242,11 @@ async def run_backend(name: str, url: str | None, args: argparse.Namespace) -> d
                 base_url=srv.base_url, headers=HEADERS, limits=limits, timeout=60
             ) as c:
                 agent, env = await setup(c)
-                out: dict[str, Any] = {"backend": name}
+                # Other work on the machine shares its cores: record how busy it was.
+                out: dict[str, Any] = {"backend": name, "loadavg_1m_start": os.getloadavg()[0]}
                 out |= await tool_round_trip(c, agent, env, args.turns)
                 out |= await interrupt_latency(c, agent, env, args.interrupts, args.settle_ms)
+                out["loadavg_1m_end"] = os.getloadavg()[0]
                 return out
         finally:
             srv.stop()
