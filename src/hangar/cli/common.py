@@ -54,6 +54,9 @@ def configure_logging(level: str) -> None:
     )
     # Alembic narrates every connection at INFO; ``hangar.cli.database`` reports what changed.
     logging.getLogger("alembic").setLevel(max(logging.WARNING, logging.getLogger().level))
+    # The MCP SDK and its HTTP client narrate every request (URLs, MCP session ids) at INFO.
+    for name in ("mcp", "httpx2", "httpcore2"):
+        logging.getLogger(name).setLevel(max(logging.WARNING, logging.getLogger().level))
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:
