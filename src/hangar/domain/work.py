@@ -39,6 +39,7 @@ from hangar.errors import Conflict, InvalidRequest, NotFound, PermissionDenied, 
 from hangar.services import Services
 from hangar.store.db import Conn, now_us
 from hangar.store.keys import hash_key
+from hangar.store.sessions import SessionRecord
 from hangar.store.work import BACKSTOP_S, WorkRecord
 from hangar.wire.common import check_metadata, merge_metadata, ts
 
@@ -184,12 +185,18 @@ async def ensure_work(svc: Services, workspace_id: str, session_id: str) -> Work
 
 
 async def wake_for_input(
-    svc: Services, workspace_id: str, session_id: str, event_types: list[str]
+    svc: Services,
+    workspace_id: str,
+    session_id: str,
+    event_types: list[str],
+    session: SessionRecord | None = None,
 ) -> WorkRecord | None:
-    """Input reached a session: a dormant self-hosted one gets a new work item."""
+    """Input reached a session: a dormant self-hosted one gets a new work item. ``session``, when
+    the caller already read it, spares a read."""
     if all(t == "user.interrupt" for t in event_types):
         return None
-    session = await svc.store.sessions.get(workspace_id, session_id)
+    if session is None:
+        session = await svc.store.sessions.get(workspace_id, session_id)
     if session is None or not session.data.get("self_hosted"):
         return None
     return await ensure_work(svc, workspace_id, session_id)

@@ -15,6 +15,7 @@ from hangar.http.routes.sessions import load_session
 from hangar.http.sse import event_stream
 from hangar.services import Services
 from hangar.store.events import NewEvent
+from hangar.store.sessions import SessionRecord
 from hangar.wire import events as ev
 from hangar.wire.common import parse_ts
 
@@ -80,9 +81,9 @@ async def send_events(
             f"events[{system[0]}]: a system.message must be the last event, right after "
             "the user.message, user.tool_result or user.custom_tool_result it accompanies"
         )
-    await _check_references(svc, who, session_id, parsed)
+    session = await _check_references(svc, who, session_id, parsed)
     stored = await _append_inputs(svc, who, session_id, parsed)
-    await wake_for_input(svc, who.workspace_id, session_id, [e.type for e in parsed])
+    await wake_for_input(svc, who.workspace_id, session_id, [e.type for e in parsed], session)
     if any(e.type == ev.USER_INTERRUPT for e in parsed):
         await svc.scheduler.interrupt(session_id)
     else:
@@ -92,8 +93,9 @@ async def send_events(
 
 async def _check_references(
     svc: Services, who: Principal, session_id: str, parsed: list[ev.EventParam]
-) -> None:
-    """Results and confirmations must answer a call of this session, of the right kind."""
+) -> SessionRecord:
+    """Results and confirmations must answer a call of this session, of the right kind.
+    Returns the session as read before the events are appended."""
     session = await load_session(svc, who, session_id)
     for i, e in enumerate(parsed):
         if isinstance(e, ev.UserToolConfirmation):
@@ -132,6 +134,7 @@ async def _check_references(
                 f"events[{i}]: a system.message cannot be sent while the session waits for tool "
                 "confirmations or results (requires_action)"
             )
+    return session
 
 
 async def _expect_call(
