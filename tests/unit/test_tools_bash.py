@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import statistics
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -205,16 +204,6 @@ async def test_close_kills_the_shell(tmp_path: Path) -> None:
     assert await wait_dead(int(text))
     result = await executor.run("bash", {"command": "true"})
     assert result.is_error and result.text == "bash: the session's executor is closed"
-
-
-async def test_per_call_overhead_is_small(ex: WorkspaceExecutor) -> None:
-    await bash(ex, "true")
-    samples = []
-    for _ in range(100):
-        started = time.perf_counter()
-        await ex.run("bash", {"command": "true"})
-        samples.append(time.perf_counter() - started)
-    assert statistics.median(samples) < 0.005, statistics.median(samples)
 
 
 async def test_the_sentinel_cannot_be_spoofed(ex: WorkspaceExecutor) -> None:
