@@ -31,10 +31,11 @@ class Summary:
     cut_key: int  # events with a history_key above this stay verbatim
 
 
-def estimate_tokens(messages: list[dict[str, Any]], tools: list[dict[str, Any]], system: str | None) -> int:
-    """About four characters a token: cheap, and errs on the side of compacting early."""
-    size = len(json.dumps(messages, separators=(",", ":"))) + len(json.dumps(tools)) + len(system or "")
-    return size // 4
+def estimate_tokens(content_chars: int, tools: list[dict[str, Any]], system: str | None) -> int:
+    """About four characters a token: cheap, and errs on the side of compacting early.
+    ``content_chars`` is the conversation's serialised size, which the conversation cache keeps
+    up to date, so the check costs nothing per request however long the session is."""
+    return (content_chars + len(json.dumps(tools)) + len(system or "")) // 4
 
 
 class Compactor:
@@ -45,11 +46,9 @@ class Compactor:
     def window(self, model_id: str) -> int:
         return context_window(model_id, self.settings)
 
-    def needed(
-        self, agent: dict[str, Any], messages: list[dict[str, Any]], tools: list[dict[str, Any]]
-    ) -> bool:
+    def needed(self, agent: dict[str, Any], content_chars: int, tools: list[dict[str, Any]]) -> bool:
         budget = self.window(agent["model"]["id"]) * self.settings.compaction_threshold
-        return estimate_tokens(messages, tools, agent.get("system")) > budget
+        return estimate_tokens(content_chars, tools, agent.get("system")) > budget
 
     async def summarize(
         self, agent: dict[str, Any], messages: list[dict[str, Any]], starts: list[int]

@@ -18,6 +18,7 @@ log exactly as before.
 
 from __future__ import annotations
 
+import json
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
@@ -45,12 +46,14 @@ class Prefix:
     messages: tuple[dict[str, Any], ...]  # never mutated: extended by copying
     starts: tuple[int, ...]  # history_key of each message's first event (-1: synthetic)
     open_calls: tuple[str, ...] = ()  # tool-use ids still waiting for a result
+    size: int = 0  # characters of the serialised content so far (for the compaction check)
 
 
 @dataclass(frozen=True)
 class Conversation:
     messages: list[dict[str, Any]]
     starts: list[int]
+    size: int  # characters of the serialised content, kept up to date as events are folded in
 
 
 @dataclass
@@ -59,6 +62,7 @@ class _Builder:
     starts: list[int]
     open_calls: list[str] = field(default_factory=list)
     key: int = -1  # history_key of the event being added
+    size: int = 0
 
     def add(self, role: str, blocks: list[dict[str, Any]]) -> None:
         if not blocks:
@@ -80,6 +84,7 @@ class _Builder:
         self._append(role, blocks)
 
     def _append(self, role: str, blocks: list[dict[str, Any]]) -> None:
+        self.size += sum(len(json.dumps(b, separators=(",", ":"))) for b in blocks)
         last = self.messages[-1] if self.messages else None
         if last is not None and last["role"] == role:
             content = [*last["content"], *blocks]
@@ -157,20 +162,23 @@ class ConversationCache:
                     {"role": "user", "content": [{"type": "text", "text": summary_text(compaction)}]},
                     {"role": "assistant", "content": [{"type": "text", "text": "Understood."}]},
                 )
-            prefix = Prefix(ckey, ckey, start, tuple(-1 for _ in start))
-        builder = _Builder(list(prefix.messages), list(prefix.starts), list(prefix.open_calls))
+            size = sum(len(json.dumps(m, separators=(",", ":"))) for m in start)
+            prefix = Prefix(ckey, ckey, start, tuple(-1 for _ in start), size=size)
+        builder = _Builder(
+            list(prefix.messages), list(prefix.starts), list(prefix.open_calls), size=prefix.size
+        )
         key = prefix.key
         for hkey, e in await self.events.history(session_id, HISTORY_TYPES, after_key=prefix.key):
             builder.key = hkey
             builder.add(*event_blocks(e))
             key = hkey
         self._prefixes[session_id] = Prefix(
-            key, ckey, tuple(builder.messages), tuple(builder.starts), tuple(builder.open_calls)
+            key, ckey, tuple(builder.messages), tuple(builder.starts), tuple(builder.open_calls), builder.size
         )
         self._prefixes.move_to_end(session_id)
         while len(self._prefixes) > self.max_sessions:
             self._prefixes.popitem(last=False)
-        return Conversation(builder.messages, builder.starts)
+        return Conversation(builder.messages, builder.starts, builder.size)
 
 
 def summary_text(compaction: dict[str, Any]) -> str:

@@ -502,7 +502,7 @@ class Loop:
         """Compact when the request nears the model's window. Returns the messages to send and
         True (compacted), None (no need) or False (too large even after compacting)."""
         messages = conversation.messages
-        if not self.compactor.needed(agent, messages, tools):
+        if not self.compactor.needed(agent, conversation.size, tools):
             return messages, None
         summary = await self.compactor.summarize(agent, messages, conversation.starts)
         if summary is None:
@@ -513,10 +513,10 @@ class Loop:
             data["compaction"] = {"key": summary.cut_key, "summary": summary.text}
             data["compactions"] = int(data.get("compactions", 0)) + 1
             tx.save(data=data)
-        compacted = await self.context.messages(session_id, data["compaction"])
-        if self.compactor.needed(agent, compacted, tools):
-            return compacted, False
-        return compacted, True
+        compacted = await self.context.conversation(session_id, data["compaction"])
+        if self.compactor.needed(agent, compacted.size, tools):
+            return compacted.messages, False
+        return compacted.messages, True
 
     # --- shared pieces ----------------------------------------------------------------------
 
