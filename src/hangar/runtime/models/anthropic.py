@@ -20,8 +20,6 @@ The API key never appears in a message: errors are rebuilt from the status and t
 
 from __future__ import annotations
 
-import email.utils
-import time
 import warnings
 from collections.abc import AsyncIterator
 from types import ModuleType
@@ -37,6 +35,7 @@ from hangar.runtime.models.base import (
     TextDelta,
     ThinkingStart,
     Usage,
+    retry_after_seconds,
 )
 
 if TYPE_CHECKING:
@@ -205,24 +204,3 @@ def _block_dict(block: Any) -> dict[str, Any]:
         return {"type": "redacted_thinking", "data": block.data}
     data: dict[str, Any] = block.to_dict(mode="json", exclude_none=True)
     return data
-
-
-def retry_after_seconds(headers: httpx2.Headers) -> float | None:
-    """``retry-after-ms`` or ``retry-after`` (seconds or an HTTP date), as seconds; else None."""
-    raw_ms = headers.get("retry-after-ms")
-    if raw_ms:
-        try:
-            return max(0.0, float(raw_ms) / 1000)
-        except ValueError:
-            pass
-    raw = headers.get("retry-after")
-    if not raw:
-        return None
-    try:
-        return max(0.0, float(raw))
-    except ValueError:
-        pass
-    parsed = email.utils.parsedate_tz(raw)
-    if parsed is None:
-        return None
-    return max(0.0, email.utils.mktime_tz(parsed) - time.time())

@@ -52,9 +52,7 @@ the status and the upstream message with the key redacted.
 
 from __future__ import annotations
 
-import email.utils
 import json
-import time
 import uuid
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
@@ -71,6 +69,7 @@ from hangar.runtime.models.base import (
     TextDelta,
     ThinkingStart,
     Usage,
+    retry_after_seconds,
 )
 
 NAME = "openai"
@@ -384,27 +383,6 @@ def _message_of(error: Any) -> str:
     if isinstance(error, dict):
         return str(error.get("message") or error.get("type") or error.get("code") or "").strip()
     return str(error).strip()
-
-
-def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
-    """``retry-after-ms`` or ``retry-after`` (seconds or an HTTP date), as seconds; else None."""
-    raw_ms = headers.get("retry-after-ms")
-    if raw_ms:
-        try:
-            return max(0.0, float(raw_ms) / 1000)
-        except ValueError:
-            pass
-    raw = headers.get("retry-after")
-    if not raw:
-        return None
-    try:
-        return max(0.0, float(raw))
-    except ValueError:
-        pass
-    parsed = email.utils.parsedate_tz(raw)
-    if parsed is None:
-        return None
-    return max(0.0, email.utils.mktime_tz(parsed) - time.time())
 
 
 # --------------------------------------------------------------------------- request translation
