@@ -175,6 +175,14 @@ class Settings(BaseSettings):
             "addresses (refused by default)."
         ),
     )
+    egress_upstream_ca_file: Path | None = Field(
+        default=None,
+        description=(
+            "Extra CA certificates (PEM file) the egress proxy trusts, besides the system's, when it "
+            "forwards a sandbox's HTTPS request carrying an `environment_variable` credential to the "
+            "real host (for tests and private CAs)."
+        ),
+    )
     work_lease_ttl_seconds: int = Field(
         default=90,
         ge=1,

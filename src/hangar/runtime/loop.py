@@ -40,6 +40,7 @@ from hangar.runtime.models.base import (
 from hangar.runtime.models.router import ModelRouter
 from hangar.runtime.tools.definitions import find_toolset
 from hangar.runtime.tools.executor import ExecutorPool
+from hangar.sandbox.inject import load_env_credentials
 from hangar.store import Store
 from hangar.store.bus import EventBus, Preview
 from hangar.store.events import NewEvent, StoredEvent
@@ -383,21 +384,32 @@ class Loop:
                 data = dict(tx.session.data)
                 data["calls"] = c.dump_calls(c.with_state(c.load_calls(data), call.id, "running"))
                 tx.save(data=data)
+            credentials = await load_env_credentials(
+                self.store.vaults, session.workspace_id, session.data.get("vault_ids") or []
+            )
             executor = self.executors.get(
                 session_id,
                 toolset=find_toolset(session.data["agent"].get("tools")),
                 networking=session.data.get("networking"),
+                credentials=credentials,
             )
             result = await executor.run(call.name, call.input)
+            errors = [
+                NewEvent(ev.SESSION_ERROR, {"error": error}, thread_id=thread_id)
+                for error in executor.take_session_errors()
+            ]
             await self._resolve(
-                session_id, call, c.tool_result(call.id, result.content, thread_id, is_error=result.is_error)
+                session_id,
+                call,
+                c.tool_result(call.id, result.content, thread_id, is_error=result.is_error),
+                *errors,
             )
 
-    async def _resolve(self, session_id: str, call: c.Call, result: NewEvent) -> None:
+    async def _resolve(self, session_id: str, call: c.Call, result: NewEvent, *also: NewEvent) -> None:
         async with self.journal.transaction(session_id, durable=False) as tx:
             data = dict(tx.session.data)
             data["calls"] = c.dump_calls(c.without(c.load_calls(data), call.id))
-            await tx.append(result)
+            await tx.append(result, *also)
             tx.save(data=data)
 
     async def _await(self, session_id: str) -> None:

@@ -44,11 +44,12 @@ import contextlib
 import hashlib
 import logging
 import os
+import secrets
 import shutil
 import signal
 import tempfile
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -58,6 +59,8 @@ from hangar.runtime.tools import files
 from hangar.runtime.tools.base import ToolError, ToolResult
 from hangar.runtime.tools.bash import BashTool, ShellLaunch, process_tree
 from hangar.runtime.tools.executor import Handler, WorkspaceExecutor
+from hangar.sandbox.ca import system_bundle
+from hangar.sandbox.inject import EnvCredential, Injector
 from hangar.sandbox.limits import SandboxLimits
 from hangar.sandbox.proxy import EgressPolicy, EgressProxy
 
@@ -69,6 +72,9 @@ RUNTIME = "/run/hangar"
 PROXY_SOCKET = f"{RUNTIME}/egress.sock"
 PROXY_PORT = 3128
 COMMAND_DIR = f"{RUNTIME}/cmd"
+CA_BUNDLE = f"{RUNTIME}/ca-bundle.pem"
+"""The system CA bundle plus the session CA (sessions with ``environment_variable`` credentials)."""
+SESSION_CA = f"{RUNTIME}/session-ca.pem"
 SANDBOX_TMP = "/tmp"  # noqa: S108 (inside the sandbox: a private tmpfs)
 SANDBOX_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 INNER_UID = 1000
@@ -128,6 +134,7 @@ class BwrapExecutor(WorkspaceExecutor):
         proxy: EgressProxy | None = None,
         mcp_servers: Iterable[str] = (),
         limits: SandboxLimits | None = None,
+        credentials: Sequence[EnvCredential] = (),
     ) -> None:
         problems = sandbox_problems(networking)
         if problems:
@@ -145,11 +152,17 @@ class BwrapExecutor(WorkspaceExecutor):
         self._mcp_servers = tuple(mcp_servers)
         self._proxy = proxy
         self._owns_proxy = proxy is None
+        self._upstream_ca = settings.egress_upstream_ca_file
+        self._injector: Injector | None = None
+        self._secret_env: dict[str, str] = {}
+        self._proxy_token = secrets.token_urlsafe(24)
+        self._set_credentials(credentials)
         if proxy is not None:
             proxy.policy = self._policy()
+            proxy.injector = self._injector
         self._runtime: Path | None = None
         self._system_args: list[str] | None = None
-        self._running_mode: str | None = None  # the networking mode of the running sandbox
+        self._running_mode: tuple[Any, ...] | None = None  # what the running sandbox was built for
         self._prepared = False
         self._bash = BashTool(
             self.workdir,
@@ -169,6 +182,29 @@ class BwrapExecutor(WorkspaceExecutor):
         return "limited" if (self._networking or {}).get("type") == "limited" else "unrestricted"
 
     @property
+    def secret_environment(self) -> dict[str, str]:
+        """The placeholders the sandbox's environment holds (secret name → placeholder)."""
+        return dict(self._secret_env)
+
+    def _set_credentials(self, credentials: Sequence[EnvCredential]) -> None:
+        if credentials and self._injector is None:
+            self._injector = Injector(self.session_id, upstream_ca_file=self._upstream_ca)
+        if self._injector is not None:
+            self._secret_env = self._injector.update(credentials)
+        if self._proxy is not None:
+            self._proxy.injector = self._injector if self._secret_env else None
+
+    def take_session_errors(self) -> list[dict[str, Any]]:
+        """``session.error`` ``error`` objects not reported yet (``credential_host_unreachable_error``:
+        the sandbox tried a host a credential names and the environment's policy refused it)."""
+        if self._injector is None:
+            return []
+        return [report.error() for report in self._injector.take_unreachable()]
+
+    def _sandbox_key(self) -> tuple[Any, ...]:
+        return (self.network_mode, tuple(sorted(self._secret_env.items())))
+
+    @property
     def proxy(self) -> EgressProxy | None:
         return self._proxy
 
@@ -178,13 +214,18 @@ class BwrapExecutor(WorkspaceExecutor):
         toolset: dict[str, Any] | None = None,
         networking: dict[str, Any] | None = None,
         mcp_servers: Iterable[str] | None = None,
+        credentials: Sequence[EnvCredential] | None = None,
     ) -> None:
-        """Update the web tools' rules and the egress policy (an argument left ``None`` keeps its
-        value). A change between ``limited`` and ``unrestricted`` takes effect with the next
-        sandbox: the running one is replaced before the next ``bash`` call."""
+        """Update the web tools' rules, the egress policy and the ``environment_variable``
+        credentials (an argument left ``None`` keeps its value). A new value of a credential
+        applies to the next request; a change between ``limited`` and ``unrestricted``, or a
+        credential added or removed, takes effect with the next sandbox: the running one is
+        replaced before the next ``bash`` call."""
         super().configure(toolset=toolset, networking=networking)
         if mcp_servers is not None:
             self._mcp_servers = tuple(mcp_servers)
+        if credentials is not None:
+            self._set_credentials(credentials)
         if self._proxy is not None:
             self._proxy.policy = self._policy()
 
@@ -205,11 +246,11 @@ class BwrapExecutor(WorkspaceExecutor):
 
     async def _run_bash(self, tool_input: dict[str, Any]) -> ToolResult:
         await self._prepare()
-        mode = self.network_mode
-        if self._running_mode not in (None, mode) and not self._bash.busy:
-            await self._bash.close()  # networking changed: the next command gets a new sandbox
+        key = self._sandbox_key()
+        if self._running_mode not in (None, key) and not self._bash.busy:
+            await self._bash.close()  # networking or credentials changed: a new sandbox
             self._running_mode = None
-        if mode == "limited":
+        if key[0] == "limited" or self._secret_env:
             await self._ensure_proxy()
         return await self._bash.run(tool_input)
 
@@ -316,10 +357,17 @@ class BwrapExecutor(WorkspaceExecutor):
                 session_id=self.session_id,
                 allow_private_addresses=self._allow_private,
             )
+        self._proxy.injector = self._injector if self._secret_env else None
         if not self._proxy.running:
             await self._proxy.start()
+        if self.network_mode != "limited" and self._secret_env:
+            await self._proxy.start_tcp(self._proxy_token)  # the sandbox shares the host's network
         if self.privileged:
             os.chown(self._proxy.socket_path, self.uid, self.gid)
+        runtime, injector = self._runtime, self._injector
+        if injector is not None and runtime is not None and not (runtime / "session-ca.pem").exists():
+            (runtime / "ca-bundle.pem").write_bytes(injector.ca.bundle())
+            (runtime / "session-ca.pem").write_bytes(injector.ca.cert_pem)
 
     def _launch(self, private: Path) -> ShellLaunch:
         """BashTool's launcher: the bwrap command line of a new sandbox."""
@@ -350,7 +398,7 @@ class BwrapExecutor(WorkspaceExecutor):
                 "--",
             ]
         argv += ["/bin/bash", "--noprofile", "--norc"]
-        self._running_mode = mode
+        self._running_mode = self._sandbox_key()
         return ShellLaunch(
             argv=argv,
             env=self._env(mode),
@@ -404,6 +452,12 @@ class BwrapExecutor(WorkspaceExecutor):
         if mode == "limited":
             assert self._proxy is not None
             args += ["--ro-bind", str(self._proxy.socket_path), PROXY_SOCKET]
+        if self._secret_env:
+            args += ["--ro-bind", str(self._runtime / "ca-bundle.pem"), CA_BUNDLE]
+            args += ["--ro-bind", str(self._runtime / "session-ca.pem"), SESSION_CA]
+            bundle = system_bundle()
+            if bundle is not None:  # tools that ignore the variables below trust the CA too
+                args += ["--ro-bind", str(self._runtime / "ca-bundle.pem"), str(bundle)]
         args += ["--bind", str(self.workdir), WORKSPACE]
         return args
 
@@ -428,6 +482,22 @@ class BwrapExecutor(WorkspaceExecutor):
             for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
                 env[name] = url
             env["NO_PROXY"] = env["no_proxy"] = "localhost,127.0.0.1,::1"
+        if self._secret_env:
+            if mode != "limited":
+                assert self._proxy is not None and self._proxy.tcp_port is not None
+                url = f"http://sandbox:{self._proxy_token}@127.0.0.1:{self._proxy.tcp_port}"
+                for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
+                    env[name] = url
+            for name in (
+                "SSL_CERT_FILE",
+                "REQUESTS_CA_BUNDLE",
+                "CURL_CA_BUNDLE",
+                "GIT_SSL_CAINFO",
+                "PIP_CERT",
+            ):
+                env[name] = CA_BUNDLE
+            env["NODE_EXTRA_CA_CERTS"] = SESSION_CA
+            env = {**self._secret_env, **env}  # a secret named like one of these does not win
         return env
 
     async def close(self) -> None:

@@ -36,16 +36,24 @@ taken as meant and may be reached.
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import contextlib
+import hmac
 import ipaddress
 import logging
 import os
 import socket
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+import ssl
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
+
+if TYPE_CHECKING:
+    from hangar.sandbox.inject import Binding, Injector
 
 log = logging.getLogger(__name__)
 
@@ -198,7 +206,7 @@ async def system_resolver(host: str, port: int) -> list[str]:
     return list(dict.fromkeys(str(info[4][0]) for info in infos))
 
 
-class _Refused(Exception):
+class ProxyError(Exception):
     """A request the proxy answers itself (status, reason phrase, body)."""
 
     def __init__(self, status: int, phrase: str, body: str) -> None:
@@ -222,8 +230,16 @@ class EgressProxy:
         allow_private_addresses: bool = False,
         resolver: Resolver | None = None,
         connect_timeout_s: float = CONNECT_TIMEOUT_S,
+        injector: Injector | None = None,
     ) -> None:
         self.socket_path = socket_path
+        self.injector = injector
+        """The session's ``environment_variable`` credentials (see :mod:`.inject`); may be set
+        any time. ``None``: nothing is intercepted."""
+        self._tcp: asyncio.AbstractServer | None = None
+        self._tcp_token = ""
+        self.tcp_port: int | None = None
+        """The port of the loopback TCP listener (:meth:`start_tcp`), when started."""
         self.policy = policy
         self.session_id = session_id
         self.allow_private_addresses = allow_private_addresses
@@ -250,9 +266,27 @@ class EgressProxy:
         )
         os.chmod(self.socket_path, 0o600)
 
+    async def start_tcp(self, token: str) -> int:
+        """Also listen on ``127.0.0.1`` (a free port, returned): for a sandbox sharing the host's
+        network (``unrestricted``). Every request there must authenticate with
+        ``Proxy-Authorization: Basic`` and ``token`` as the password (else ``407``), since any
+        local process can connect."""
+        if self._tcp is None:
+            self._tcp_token = token
+            self._tcp = await asyncio.start_server(
+                partial(self._accept, need_auth=True), "127.0.0.1", 0, limit=MAX_HEAD_BYTES
+            )
+            self.tcp_port = int(self._tcp.sockets[0].getsockname()[1])
+        assert self.tcp_port is not None
+        return self.tcp_port
+
     async def close(self) -> None:
         """Stop listening, cut every open connection and remove the socket file. Idempotent."""
         server, self._server = self._server, None
+        tcp, self._tcp = self._tcp, None
+        if tcp is not None:
+            tcp.close()
+            self.tcp_port = None
         if server is not None:
             server.close()
         for writer in list(self._writers):
@@ -261,6 +295,8 @@ class EgressProxy:
             task.cancel()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+        if tcp is not None:
+            await tcp.wait_closed()
         if server is not None:
             await server.wait_closed()
             with contextlib.suppress(FileNotFoundError):
@@ -275,46 +311,114 @@ class EgressProxy:
 
     # ------------------------------------------------------------------ one client connection
 
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _accept(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, need_auth: bool = False
+    ) -> None:
         task = asyncio.current_task()
         assert task is not None
         self._tasks.add(task)
         self._writers.add(writer)
         try:
-            await self._serve(reader, writer)
-        except (ConnectionError, asyncio.IncompleteReadError, TimeoutError):
-            pass  # the client went away or stalled; nothing to answer
+            await self._serve(reader, writer, need_auth)
+        except (
+            ConnectionError,
+            asyncio.IncompleteReadError,
+            asyncio.LimitOverrunError,
+            TimeoutError,
+            ssl.SSLError,
+        ):
+            pass  # the client went away, stalled or broke its TLS; nothing to answer
         finally:
             self._tasks.discard(task)
             self._writers.discard(writer)
             writer.transport.abort()
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _serve(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, need_auth: bool
+    ) -> None:
         try:
             async with asyncio.timeout(HEAD_TIMEOUT_S):
                 head = await reader.readuntil(b"\r\n\r\n")
         except asyncio.LimitOverrunError:
-            await _answer(writer, _Refused(431, "Request Header Fields Too Large", "request head too large"))
+            await _answer(
+                writer, ProxyError(431, "Request Header Fields Too Large", "request head too large")
+            )
             return
+        if need_auth and not _authorized(head, self._tcp_token):
+            await _answer(
+                writer, ProxyError(407, "Proxy Authentication Required", "hangar egress proxy: bad token")
+            )
+            return
+        injector = self.injector
         try:
             method, host, port, forward = _parse_head(head)
+            bindings = injector.for_host(host) if injector is not None else []
             upstream = await self._open(host, port)
-        except _Refused as refused:
+        except ProxyError as refused:
             await _answer(writer, refused)
             return
         up_reader, up_writer = upstream
         self._writers.add(up_writer)
         try:
+            if bindings:
+                assert injector is not None
+                await self._intercept(method, host, reader, writer, forward, upstream, bindings)
+                return
             if method == "CONNECT":
                 writer.write(b"HTTP/1.1 200 Connection Established\r\n\r\n")
                 await writer.drain()
             else:
                 up_writer.write(forward)
                 await up_writer.drain()
-            await asyncio.gather(_copy(reader, up_writer), _copy(up_reader, writer))
+            await asyncio.gather(copy_stream(reader, up_writer), copy_stream(up_reader, writer))
         finally:
             self._writers.discard(up_writer)
             up_writer.transport.abort()
+
+    async def _intercept(
+        self,
+        method: str,
+        host: str,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        forward: bytes,
+        upstream: tuple[asyncio.StreamReader, asyncio.StreamWriter],
+        bindings: Sequence[Binding],
+    ) -> None:
+        """One request to a host a credential covers, placeholders substituted (see :mod:`.inject`)."""
+        injector = self.injector
+        assert injector is not None
+        up_reader, up_writer = upstream
+        try:
+            if method == "CONNECT":
+                try:
+                    async with asyncio.timeout(self._connect_timeout_s):
+                        await up_writer.start_tls(injector.upstream, server_hostname=host)
+                except (ssl.SSLError, OSError, TimeoutError) as exc:
+                    detail = (
+                        f"hangar egress proxy: TLS to {host} failed: {getattr(exc, 'reason', None) or exc}"
+                    )
+                    raise ProxyError(502, "Bad Gateway", detail) from None
+                writer.write(b"HTTP/1.1 200 Connection Established\r\n\r\n")
+                await writer.drain()
+                try:
+                    async with asyncio.timeout(HEAD_TIMEOUT_S):
+                        await writer.start_tls(injector.ca.server_context(host))
+                        head = await reader.readuntil(b"\r\n\r\n")
+                except (ssl.SSLError, asyncio.LimitOverrunError) as exc:
+                    log.info(
+                        "egress interception: no request from the client",
+                        extra={"session_id": self.session_id, "host": host, "error": type(exc).__name__},
+                    )
+                    return
+            else:
+                head = forward
+            log.debug("egress request with credentials", extra={"session_id": self.session_id, "host": host})
+            await injector.relay(head, reader, writer, up_writer, bindings)
+        except ProxyError as refused:
+            await _answer(writer, refused)
+            return
+        await copy_stream(up_reader, writer)
 
     async def _open(self, host: str, port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         policy = self.policy
@@ -328,7 +432,7 @@ class EgressProxy:
                 addresses = await self._resolve(host, port)
             except OSError as exc:
                 detail = f"hangar egress proxy: cannot resolve {host}: {exc}"
-                raise _Refused(502, "Bad Gateway", detail) from None
+                raise ProxyError(502, "Bad Gateway", detail) from None
         if not (verdict.explicit or self.allow_private_addresses):
             private = [a for a in addresses if not is_public(a)]
             if private:
@@ -343,10 +447,14 @@ class EgressProxy:
             except OSError as exc:
                 last = exc
         detail = (last.strerror or str(last)) if last is not None else "no address"
-        raise _Refused(502, "Bad Gateway", f"hangar egress proxy: cannot connect to {host}:{port}: {detail}")
+        raise ProxyError(
+            502, "Bad Gateway", f"hangar egress proxy: cannot connect to {host}:{port}: {detail}"
+        )
 
     def _deny(self, host: str, port: int, reason: str) -> None:
         self.denied += 1
+        if self.injector is not None:
+            self.injector.note_denied(host)
         log.warning(
             "egress denied: %s:%s (%s)",
             host,
@@ -354,7 +462,7 @@ class EgressProxy:
             reason,
             extra={"session_id": self.session_id, "host": host, "port": port, "reason": reason},
         )
-        raise _Refused(
+        raise ProxyError(
             403,
             f"Forbidden by the sandbox network policy: {_safe(host)} is not allowed",
             f"hangar egress proxy: access to {host} denied: {reason} (networking: limited)",
@@ -366,7 +474,7 @@ def _parse_head(head: bytes) -> tuple[str, str, int, bytes]:
     lines = head.decode("latin-1").split("\r\n")
     parts = lines[0].split(" ")
     if len(parts) != 3 or not parts[2].startswith("HTTP/"):
-        raise _Refused(400, "Bad Request", "hangar egress proxy: malformed request line")
+        raise ProxyError(400, "Bad Request", "hangar egress proxy: malformed request line")
     method, target, version = parts
     headers = [line for line in lines[1:] if line]
     if method.upper() == "CONNECT":
@@ -377,19 +485,19 @@ def _parse_head(head: bytes) -> tuple[str, str, int, bytes]:
             url = urlsplit(target)
             host, port = normalize_host(url.hostname or ""), url.port or 80
         except ValueError:
-            raise _Refused(400, "Bad Request", f"hangar egress proxy: bad URL {target!r}") from None
+            raise ProxyError(400, "Bad Request", f"hangar egress proxy: bad URL {target!r}") from None
         path = (url.path or "/") + (f"?{url.query}" if url.query else "")
     elif target.startswith("/"):
         host_header = next((h.split(":", 1)[1].strip() for h in headers if h.lower().startswith("host:")), "")
         if not host_header:
-            raise _Refused(400, "Bad Request", "hangar egress proxy: no host in the request")
+            raise ProxyError(400, "Bad Request", "hangar egress proxy: no host in the request")
         host, port = _split_host_port(host_header, 80)
         path = target
     else:
         detail = f"hangar egress proxy: unsupported request target {target!r} (use CONNECT for https)"
-        raise _Refused(400, "Bad Request", detail)
+        raise ProxyError(400, "Bad Request", detail)
     if not host:
-        raise _Refused(400, "Bad Request", "hangar egress proxy: no host in the request")
+        raise ProxyError(400, "Bad Request", "hangar egress proxy: no host in the request")
     kept = [h for h in headers if h.split(":", 1)[0].strip().lower() not in _HOP_BY_HOP]
     forward = "\r\n".join([f"{method} {path} {version}", *kept, "Connection: close", "", ""])
     return method, host, port, forward.encode("latin-1")
@@ -401,11 +509,28 @@ def _split_host_port(text: str, default: int | None) -> tuple[str, int]:
         host, port_text = text, ""
     if not port_text:
         if default is None:
-            raise _Refused(400, "Bad Request", f"hangar egress proxy: {text!r} has no port")
+            raise ProxyError(400, "Bad Request", f"hangar egress proxy: {text!r} has no port")
         return normalize_host(host), default
     if not port_text.isdigit() or not 0 < int(port_text) < 65536:
-        raise _Refused(400, "Bad Request", f"hangar egress proxy: bad port in {text!r}")
+        raise ProxyError(400, "Bad Request", f"hangar egress proxy: bad port in {text!r}")
     return normalize_host(host), int(port_text)
+
+
+def _authorized(head: bytes, token: str) -> bool:
+    """The request head carries ``Proxy-Authorization: Basic`` with ``token`` as the password."""
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() != b"proxy-authorization":
+            continue
+        scheme, _, encoded = value.strip().partition(b" ")
+        if scheme.lower() != b"basic":
+            return False
+        try:
+            password = base64.b64decode(encoded.strip(), validate=True).partition(b":")[2]
+        except (binascii.Error, ValueError):
+            return False
+        return bool(token) and hmac.compare_digest(password, token.encode())
+    return False
 
 
 def _safe(text: str) -> str:
@@ -413,7 +538,7 @@ def _safe(text: str) -> str:
     return "".join(c if " " <= c <= "~" else "?" for c in text)[:200]
 
 
-async def _answer(writer: asyncio.StreamWriter, refused: _Refused) -> None:
+async def _answer(writer: asyncio.StreamWriter, refused: ProxyError) -> None:
     body = (refused.body + "\n").encode()
     kind = "denied" if refused.status == 403 else "error"
     writer.write(
@@ -425,7 +550,7 @@ async def _answer(writer: asyncio.StreamWriter, refused: _Refused) -> None:
         await writer.drain()
 
 
-async def _copy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+async def copy_stream(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     """Copy until EOF, then half-close the other side."""
     try:
         while chunk := await reader.read(_COPY_CHUNK):

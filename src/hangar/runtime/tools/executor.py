@@ -23,16 +23,19 @@ import logging
 import os
 import re
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hangar.config import Settings
 from hangar.runtime.tools import files
 from hangar.runtime.tools.base import ToolError, ToolResult, error_result
 from hangar.runtime.tools.bash import BashTool
 from hangar.runtime.tools.web import WebRules, WebTools
+
+if TYPE_CHECKING:
+    from hangar.sandbox.inject import EnvCredential
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +54,11 @@ class WorkspaceExecutor:
         *,
         toolset: dict[str, Any] | None = None,
         networking: dict[str, Any] | None = None,
+        credentials: Sequence[EnvCredential] = (),
     ) -> None:
+        """``credentials`` (``environment_variable`` ones) are used by the sandbox only (see
+        :mod:`hangar.sandbox.inject`): without a sandbox there is no egress proxy to put their
+        values in, and the workspace's ``bash`` gets neither the values nor placeholders."""
         self.session_id = session_id
         workdir.mkdir(parents=True, exist_ok=True)
         self.workdir = Path(os.path.realpath(workdir))
@@ -84,7 +91,11 @@ class WorkspaceExecutor:
         self._closed = False
 
     def configure(
-        self, *, toolset: dict[str, Any] | None = None, networking: dict[str, Any] | None = None
+        self,
+        *,
+        toolset: dict[str, Any] | None = None,
+        networking: dict[str, Any] | None = None,
+        credentials: Sequence[EnvCredential] | None = None,
     ) -> None:
         """Update the web tools' rules from the agent's toolset entry and/or the environment's
         networking object; an argument left ``None`` keeps its current value (pass
@@ -94,6 +105,11 @@ class WorkspaceExecutor:
         if networking is not None:
             self._networking = networking
         self._web.rules = WebRules.from_config(self._toolset, self._networking)
+
+    def take_session_errors(self) -> list[dict[str, Any]]:
+        """``session.error`` ``error`` objects the executor has to report since the last call
+        (the sandbox's ``credential_host_unreachable_error``); none here."""
+        return []
 
     async def _grep(self, tool_input: dict[str, Any]) -> ToolResult:
         return await files.grep(self, tool_input, rg=self.rg)
@@ -196,24 +212,28 @@ class ExecutorPool:
         *,
         toolset: dict[str, Any] | None = None,
         networking: dict[str, Any] | None = None,
+        credentials: Sequence[EnvCredential] | None = None,
     ) -> WorkspaceExecutor:
         """The session's executor; its workdir is ``<data_dir>/workspaces/<session_id>``
-        (created). ``toolset``/``networking``, when given, (re)configure the web tools."""
+        (created). ``toolset``/``networking``, when given, (re)configure the web tools;
+        ``credentials``, when given, set the session's ``environment_variable`` credentials."""
         executor = self._executors.get(session_id)
         if executor is None:
             if not _SESSION_ID.match(session_id):
                 raise ValueError(f"invalid session id {session_id!r}")
+            extra: dict[str, Any] = {"credentials": credentials} if credentials else {}
             executor = self._factory(
                 session_id,
                 self.root / session_id,
                 self._settings,
                 toolset=toolset,
                 networking=networking,
+                **extra,
             )
             self._executors[session_id] = executor
             self._evict()
-        elif toolset is not None or networking is not None:
-            executor.configure(toolset=toolset, networking=networking)
+        elif toolset is not None or networking is not None or credentials is not None:
+            executor.configure(toolset=toolset, networking=networking, credentials=credentials)
         self._executors.move_to_end(session_id)
         return executor
 
