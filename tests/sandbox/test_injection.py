@@ -177,3 +177,56 @@ def _raw_request(port: int, text: str) -> str:
     with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
         s.sendall(text.encode())
         return s.recv(4096).decode("latin-1")
+
+
+async def test_large_bodies_and_the_body_limit(
+    make_executor: MakeExecutor,
+    inject_settings: Settings,
+    allowed: RecordingServer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    canary = new_canary("big")
+    ex = make_executor(settings_=inject_settings, networking=LIMITED, credentials=[credential(canary)])
+    a = allowed.port
+    # 2 MiB: curl asks `Expect: 100-continue`, the proxy answers it and substitutes at the end.
+    command = (
+        f'{{ head -c 2097152 /dev/zero | tr "\\0" x; echo -n "$API_TOKEN"; }} | '
+        f"curl -sS --noproxy '' -o /dev/null -w '%{{http_code}}' --data-binary @- https://127.0.0.1:{a}/big"
+    )
+    assert await run(ex, command) == ("200", False)
+    body = allowed.requests[-1].body
+    assert len(body) == 2097152 + len(canary) and body.endswith(canary.encode())
+    monkeypatch.setattr("hangar.sandbox.inject.MAX_BODY_BYTES", 1024 * 1024)
+    out, _ = await run(ex, command)
+    assert out.startswith("413"), out
+    assert len(allowed.requests) == 1  # the refused request never reached the host
+
+
+async def test_the_real_host_certificate_is_verified(
+    make_executor: MakeExecutor, settings: Settings, allowed: RecordingServer
+) -> None:
+    """Without the tests' CA in the proxy's trust store, the value is not sent: 502."""
+    ex = make_executor(settings_=settings, networking=LIMITED, credentials=[credential(new_canary("tls"))])
+    out, err = await run(
+        ex, f"curl -sS --noproxy '' -H \"X-Key: $API_TOKEN\" https://127.0.0.1:{allowed.port}/v"
+    )
+    assert err and "502" in out, out
+    assert allowed.requests == []
+
+
+async def test_plain_http_to_an_allowed_host_is_substituted(
+    make_executor: MakeExecutor, inject_settings: Settings
+) -> None:
+    canary = new_canary("http")
+    ex = make_executor(settings_=inject_settings, networking=LIMITED, credentials=[credential(canary)])
+    with RecordingServer() as plain:
+        command = (
+            f'curl -sS --noproxy "" -H "X-Key: $API_TOKEN" -d "k=$API_TOKEN" http://127.0.0.1:{plain.port}/p'
+        )
+        assert await run(ex, command) == ("ok", False)
+        command = command.replace("127.0.0.1", "localhost")  # not the credential's host
+        assert await run(ex, command) == ("ok", False)
+    placeholder = ex.secret_environment["API_TOKEN"]
+    first, second = plain.requests
+    assert (first.headers["x-key"], first.body) == (canary, f"k={canary}".encode())
+    assert (second.headers["x-key"], second.body) == (placeholder, f"k={placeholder}".encode())
