@@ -19,6 +19,10 @@ The sandbox:
   unless networking is ``unrestricted``; under ``limited`` the only way out is the
   :class:`~hangar.sandbox.proxy.EgressProxy` (its unix socket at ``/run/hangar/egress.sock``,
   forwarded to ``127.0.0.1:3128`` inside by ``socat``; ``HTTP(S)_PROXY`` point there);
+- with ``environment_variable`` credentials (:mod:`hangar.sandbox.inject`): ``SECRET_NAME`` set to
+  a placeholder, never the value; traffic through the egress proxy under ``unrestricted`` too
+  (``HTTP(S)_PROXY`` name its loopback TCP port with a per-session token); the session CA trusted
+  (:data:`CA_BUNDLE` bound over the system bundle, ``SSL_CERT_FILE`` and friends);
 - ``--die-with-parent`` and ``--new-session``; no capabilities (permitted, effective, bounding,
   inheritable and ambient sets empty) and ``no_new_privs``;
 - an unprivileged uid: when Hangar runs as root, ``setpriv`` drops to a uid of the session's own

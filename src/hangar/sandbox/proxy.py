@@ -9,9 +9,15 @@ network namespace of its own with nothing but ``lo``: there is no other route ou
 The proxy speaks the two things clients send a forward proxy:
 
 - ``CONNECT host:port`` (HTTPS and anything else tunnelled): answered ``200`` and then bytes are
-  copied both ways, untouched (no TLS interception);
+  copied both ways, untouched;
 - plain ``http://`` requests in absolute form (``GET http://host/path HTTP/1.1``): forwarded in
   origin form with ``Connection: close`` (one request per client connection).
+
+The exception: with an :class:`~hangar.sandbox.inject.Injector` (the session has
+``environment_variable`` credentials), requests to a host a credential covers are intercepted
+(TLS terminated with the session CA's leaf, placeholders replaced by values, sent on over
+verified TLS): see :mod:`hangar.sandbox.inject`. A sandbox sharing the host's network reaches the
+proxy on a loopback TCP port that wants a per-session token (:meth:`EgressProxy.start_tcp`).
 
 A host is allowed when it matches the policy (:class:`EgressPolicy`):
 
