@@ -141,11 +141,14 @@ class Database:
 class PostgresDatabase(Database):
     dialect = "postgresql"
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, relaxed: AsyncEngine | None = None) -> None:
         self.engine = engine
         # Reads run in autocommit: under READ COMMITTED every statement takes its own snapshot
         # anyway, and this spares the BEGIN and ROLLBACK round trips around each read.
         self._reader = engine.execution_options(isolation_level="AUTOCOMMIT")
+        # Non-durable writes use connections opened with synchronous_commit=off, rather than a
+        # `SET LOCAL` (one more round trip) in every transaction.
+        self._relaxed = relaxed
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[Conn]:
@@ -154,16 +157,22 @@ class PostgresDatabase(Database):
 
     @asynccontextmanager
     async def write(self, *, durable: bool = True) -> AsyncIterator[Conn]:
-        async with self.engine.begin() as conn:
-            if not durable:
-                await conn.execute(sa.text("SET LOCAL synchronous_commit = off"))
-            yield _AsyncConn(conn)
+        if durable or self._relaxed is None:
+            async with self.engine.begin() as conn:
+                if not durable:
+                    await conn.execute(sa.text("SET LOCAL synchronous_commit = off"))
+                yield _AsyncConn(conn)
+        else:
+            async with self._relaxed.begin() as conn:
+                yield _AsyncConn(conn)
 
     def for_update(self, stmt: sa.Select[Any]) -> sa.Select[Any]:
         return stmt.with_for_update()
 
     async def close(self) -> None:
         await self.engine.dispose()
+        if self._relaxed is not None:
+            await self._relaxed.dispose()
 
 
 class _ThreadConn:
@@ -327,5 +336,14 @@ def open_database(url: str) -> Database:
     """Open the database at an async SQLAlchemy URL (see ``Settings.resolved_database_url``)."""
     if url.startswith("sqlite"):
         return SqliteDatabase(url)
-    engine = create_async_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
-    return PostgresDatabase(engine)
+    # No pre-ping: it costs a round trip on every checkout. A connection the server dropped
+    # fails one statement, SQLAlchemy then discards the whole pool, and the next one reconnects.
+    engine = create_async_engine(url, pool_size=10, max_overflow=20, pool_recycle=3600)
+    relaxed = create_async_engine(
+        url,
+        pool_size=4,
+        max_overflow=8,
+        pool_recycle=3600,
+        connect_args={"options": "-c synchronous_commit=off"},
+    )
+    return PostgresDatabase(engine, relaxed)
