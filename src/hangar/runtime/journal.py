@@ -18,7 +18,6 @@ from hangar.store import Store
 from hangar.store.bus import EventBus
 from hangar.store.db import Conn, now_us
 from hangar.store.events import NewEvent, StoredEvent
-from hangar.store.schema import sessions
 from hangar.store.sessions import SessionRecord
 
 
@@ -59,7 +58,7 @@ class Tx:
         values: dict[str, Any] = {"updated_at": self.at, **self.changes}
         if self.appended:
             values["last_seq"] = self.last_seq
-        await self.conn.execute(sessions.update().where(sessions.c.id == self.session.id).values(**values))
+        await self.store.sessions.set_row(self.conn, self.session.id, values)
 
 
 class Journal:

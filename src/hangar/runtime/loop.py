@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import Any
 
@@ -44,6 +44,7 @@ from hangar.sandbox.inject import load_env_credentials
 from hangar.store import Store
 from hangar.store.bus import EventBus, Preview
 from hangar.store.events import NewEvent, StoredEvent
+from hangar.store.sessions import SessionRecord
 from hangar.wire import events as ev
 
 log = logging.getLogger(__name__)
@@ -78,6 +79,7 @@ class Step:
     state: State
     inputs: list[StoredEvent] = field(default_factory=list)
     span_start_id: str | None = None
+    session: SessionRecord | None = None  # the row as the transition left it (spares a read)
 
 
 @dataclass(frozen=True)
@@ -142,7 +144,7 @@ class Loop:
             case State.INPUTS:
                 return await self._inputs(session_id, hint.inputs)
             case State.MODEL_REQUEST:
-                return await self._model_request(session_id, hint.span_start_id)
+                return await self._model_request(session_id, hint.span_start_id, hint.session)
             case State.TOOLS:
                 return await self._tools(session_id)
             case State.AWAIT:
@@ -211,16 +213,20 @@ class Loop:
             )
             data["open_span"] = events[-1].id
             tx.save(data=data, status="running")
-            return Step(State.MODEL_REQUEST, span_start_id=events[-1].id)
+            session = replace(tx.session, data=data, status="running")
+            return Step(State.MODEL_REQUEST, span_start_id=events[-1].id, session=session)
 
-    async def _model_request(self, session_id: str, span_start_id: str | None) -> Step | None:
-        session = await self.store.sessions.get(None, session_id)
-        if session is None or session.status not in ("running", "rescheduling"):
-            return None
-        if span_start_id is None:
-            span_start_id = await self._open_span(session_id)
-        session = await self.store.sessions.get(None, session_id)
-        assert session is not None
+    async def _model_request(
+        self, session_id: str, span_start_id: str | None, session: SessionRecord | None = None
+    ) -> Step | None:
+        if session is None or span_start_id is None:
+            session = await self.store.sessions.get(None, session_id)
+            if session is None or session.status not in ("running", "rescheduling"):
+                return None
+            if span_start_id is None:
+                span_start_id = await self._open_span(session_id)
+                session = await self.store.sessions.get(None, session_id)
+                assert session is not None
         agent = session.data["agent"]
         attempt = int(session.data.get("attempt", 0))
         if int(session.data.get("rounds", 0)) >= self.settings.max_model_requests_per_turn:

@@ -25,12 +25,14 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, Protocol, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from hangar.store.prepared import Prepared
 
 T = TypeVar("T")
 
@@ -44,7 +46,7 @@ class Buffered:
 
     __slots__ = ("_rows", "rowcount")
 
-    def __init__(self, rows: Sequence[sa.Row[Any]], rowcount: int) -> None:
+    def __init__(self, rows: Sequence[Any], rowcount: int) -> None:
         self._rows = rows
         self.rowcount = rowcount
 
@@ -66,10 +68,18 @@ class Buffered:
         return iter(self._rows)
 
 
+Params = Mapping[str, Any] | Sequence[Mapping[str, Any]] | None
+"""Named parameters of a :class:`Prepared` statement; a sequence runs it once per mapping."""
+
+
 class Conn(Protocol):
     async def execute(self, statement: sa.Executable, parameters: Any = None) -> Buffered: ...
 
     async def scalar(self, statement: sa.Executable, parameters: Any = None) -> Any: ...
+
+    async def run(self, prepared: Prepared, params: Params = None) -> Buffered:
+        """Run a hot statement on the driver's connection (see :mod:`hangar.store.prepared`)."""
+        ...
 
 
 class _AsyncConn:
@@ -77,6 +87,7 @@ class _AsyncConn:
 
     def __init__(self, conn: AsyncConnection) -> None:
         self._conn = conn
+        self._driver: Any = None  # psycopg's AsyncConnection, fetched on the first `run`
 
     async def execute(self, statement: sa.Executable, parameters: Any = None) -> Buffered:
         result = await self._conn.execute(statement, parameters)
@@ -84,6 +95,18 @@ class _AsyncConn:
 
     async def scalar(self, statement: sa.Executable, parameters: Any = None) -> Any:
         return (await self.execute(statement, parameters)).scalar()
+
+    async def run(self, prepared: Prepared, params: Params = None) -> Buffered:
+        if self._driver is None:
+            self._driver = (await self._conn.get_raw_connection()).driver_connection
+        compiled = prepared.compiled(self._conn.dialect)
+        async with self._driver.cursor() as cur:
+            if isinstance(params, Sequence):
+                await cur.executemany(compiled.sql, [compiled.args(p) for p in params])
+                return Buffered([], cur.rowcount)
+            await cur.execute(compiled.sql, compiled.args(params))
+            rows = await cur.fetchall() if cur.description else []
+            return Buffered(compiled.rows(cur.description, rows), cur.rowcount)
 
 
 class Database:
@@ -118,11 +141,14 @@ class Database:
 class PostgresDatabase(Database):
     dialect = "postgresql"
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, relaxed: AsyncEngine | None = None) -> None:
         self.engine = engine
         # Reads run in autocommit: under READ COMMITTED every statement takes its own snapshot
         # anyway, and this spares the BEGIN and ROLLBACK round trips around each read.
         self._reader = engine.execution_options(isolation_level="AUTOCOMMIT")
+        # Non-durable writes use connections opened with synchronous_commit=off, rather than a
+        # `SET LOCAL` (one more round trip) in every transaction.
+        self._relaxed = relaxed
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[Conn]:
@@ -131,16 +157,22 @@ class PostgresDatabase(Database):
 
     @asynccontextmanager
     async def write(self, *, durable: bool = True) -> AsyncIterator[Conn]:
-        async with self.engine.begin() as conn:
-            if not durable:
-                await conn.execute(sa.text("SET LOCAL synchronous_commit = off"))
-            yield _AsyncConn(conn)
+        if durable or self._relaxed is None:
+            async with self.engine.begin() as conn:
+                if not durable:
+                    await conn.execute(sa.text("SET LOCAL synchronous_commit = off"))
+                yield _AsyncConn(conn)
+        else:
+            async with self._relaxed.begin() as conn:
+                yield _AsyncConn(conn)
 
     def for_update(self, stmt: sa.Select[Any]) -> sa.Select[Any]:
         return stmt.with_for_update()
 
     async def close(self) -> None:
         await self.engine.dispose()
+        if self._relaxed is not None:
+            await self._relaxed.dispose()
 
 
 class _ThreadConn:
@@ -183,6 +215,23 @@ class _ThreadConn:
 
     async def scalar(self, statement: sa.Executable, parameters: Any = None) -> Any:
         return (await self.execute(statement, parameters)).scalar()
+
+    async def run(self, prepared: Prepared, params: Params = None) -> Buffered:
+        def work() -> Buffered:
+            conn = self._ensure()
+            compiled = prepared.compiled(conn.dialect)
+            cur = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+            try:
+                if isinstance(params, Sequence):
+                    cur.executemany(compiled.sql, [compiled.args(p) for p in params])
+                    return Buffered([], cur.rowcount)
+                cur.execute(compiled.sql, compiled.args(params))
+                rows = cur.fetchall() if cur.description else []
+                return Buffered(compiled.rows(cur.description, rows), cur.rowcount)
+            finally:
+                cur.close()
+
+        return await self._run(work)
 
     async def finish(self, commit: bool) -> None:
         # A statement abandoned by a cancelled task may still be running: let it end first,
@@ -287,5 +336,14 @@ def open_database(url: str) -> Database:
     """Open the database at an async SQLAlchemy URL (see ``Settings.resolved_database_url``)."""
     if url.startswith("sqlite"):
         return SqliteDatabase(url)
-    engine = create_async_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
-    return PostgresDatabase(engine)
+    # No pre-ping: it costs a round trip on every checkout. A connection the server dropped
+    # fails one statement, SQLAlchemy then discards the whole pool, and the next one reconnects.
+    engine = create_async_engine(url, pool_size=10, max_overflow=20, pool_recycle=3600)
+    relaxed = create_async_engine(
+        url,
+        pool_size=4,
+        max_overflow=8,
+        pool_recycle=3600,
+        connect_args={"options": "-c synchronous_commit=off"},
+    )
+    return PostgresDatabase(engine, relaxed)

@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from hangar.errors import InvalidRequest
 from hangar.ids import new_id
 from hangar.store.db import Conn, Database, now_us
+from hangar.store.prepared import Prepared, literal_in
 from hangar.store.schema import events, sessions
 from hangar.wire.common import ts
 
@@ -81,6 +82,33 @@ def _decode_seq_cursor(token: str, order: str) -> int:
 class EventStore:
     def __init__(self, db: Database) -> None:
         self.db = db
+        # The hot statements (see hangar.store.prepared).
+        self._insert = Prepared(events.insert())
+        self._mark = Prepared(
+            events.update()
+            .where(
+                events.c.session_id == sa.bindparam("sid"),
+                events.c.seq == sa.bindparam("s"),
+                events.c.processed_at.is_(None),
+            )
+            .values(processed_at=sa.bindparam("at"), history_key=sa.bindparam("key"))
+        )
+        self._pending = Prepared(
+            sa.select(events)
+            .where(
+                events.c.session_id == sa.bindparam("sid"),
+                events.c.processed_at.is_(None),
+                literal_in(events.c.type, USER_INPUT_TYPES),
+            )
+            .order_by(events.c.seq)
+        )
+        self._history: dict[tuple[str, ...], Prepared] = {}
+        self._after = Prepared(
+            sa.select(events)
+            .where(events.c.session_id == sa.bindparam("sid"), events.c.seq > sa.bindparam("seq"))
+            .order_by(events.c.seq)
+            .limit(sa.bindparam("lim", type_=sa.Integer))
+        )
 
     async def append(
         self, conn: Conn, session_id: str, new: list[NewEvent], *, at: int | None = None
@@ -132,7 +160,7 @@ class EventStore:
                     "data": stored.data,
                 }
             )
-        await conn.execute(events.insert(), rows)
+        await conn.run(self._insert, rows)
         return out
 
     async def mark_processed(
@@ -141,41 +169,32 @@ class EventStore:
         """Consume queued input: it joins the conversation after event ``after_seq``."""
         if not seqs:
             return
-        await conn.execute(
-            events.update()
-            .where(events.c.session_id == session_id, events.c.seq.in_(seqs), events.c.processed_at.is_(None))
-            .values(processed_at=at, history_key=2 * after_seq + 1)
-        )
+        key = 2 * after_seq + 1
+        await conn.run(self._mark, [{"sid": session_id, "s": s, "at": at, "key": key} for s in seqs])
 
     async def pending(self, session_id: str) -> list[StoredEvent]:
         """Client inputs not yet consumed by the loop, oldest first."""
-        stmt = (
-            sa.select(events)
-            .where(
-                events.c.session_id == session_id,
-                events.c.processed_at.is_(None),
-                events.c.type.in_(USER_INPUT_TYPES),
-            )
-            .order_by(events.c.seq)
-        )
         async with self.db.read() as conn:
-            return [_stored(r) for r in (await conn.execute(stmt)).all()]
+            return [_stored(r) for r in (await conn.run(self._pending, {"sid": session_id})).all()]
 
     async def history(
         self, session_id: str, types: tuple[str, ...], after_key: int = -1
     ) -> list[tuple[int, StoredEvent]]:
         """Consumed events of ``types`` in conversation order, with their ``history_key``."""
-        stmt = (
-            sa.select(events)
-            .where(
-                events.c.session_id == session_id,
-                events.c.type.in_(types),
-                events.c.history_key > after_key,
+        prepared = self._history.get(types)
+        if prepared is None:
+            prepared = self._history[types] = Prepared(
+                sa.select(events)
+                .where(
+                    events.c.session_id == sa.bindparam("sid"),
+                    literal_in(events.c.type, types),
+                    events.c.history_key > sa.bindparam("key"),
+                )
+                .order_by(events.c.history_key, events.c.seq)
             )
-            .order_by(events.c.history_key, events.c.seq)
-        )
         async with self.db.read() as conn:
-            return [(r._mapping["history_key"], _stored(r)) for r in (await conn.execute(stmt)).all()]
+            rows = (await conn.run(prepared, {"sid": session_id, "key": after_key})).all()
+        return [(r._mapping["history_key"], _stored(r)) for r in rows]
 
     async def last_of_types(self, session_id: str, types: tuple[str, ...]) -> StoredEvent | None:
         stmt = (
@@ -190,14 +209,9 @@ class EventStore:
 
     async def after(self, session_id: str, seq: int, limit: int = 500) -> list[StoredEvent]:
         """Events with a sequence number above ``seq``, in order (stream catch-up)."""
-        stmt = (
-            sa.select(events)
-            .where(events.c.session_id == session_id, events.c.seq > seq)
-            .order_by(events.c.seq)
-            .limit(limit)
-        )
+        params = {"sid": session_id, "seq": seq, "lim": limit}
         async with self.db.read() as conn:
-            return [_stored(r) for r in (await conn.execute(stmt)).all()]
+            return [_stored(r) for r in (await conn.run(self._after, params)).all()]
 
     async def seq_of(self, session_id: str, event_id: str) -> int | None:
         async with self.db.read() as conn:

@@ -15,7 +15,13 @@ import sqlalchemy as sa
 
 from hangar.ids import new_id
 from hangar.store.db import Database, now_us
+from hangar.store.prepared import Prepared
 from hangar.store.schema import api_keys, environments, workspaces
+
+_AUTHENTICATE = Prepared(
+    sa.select(api_keys).where(api_keys.c.key_hash == sa.bindparam("hash"), api_keys.c.revoked_at.is_(None))
+)
+"""Every request runs it (a hot statement, see hangar.store.prepared)."""
 
 KEY_PREFIX = "sk-hangar-"
 DEFAULT_WORKSPACE = "wrkspc_default"
@@ -169,13 +175,7 @@ class KeyStore:
 
     async def authenticate(self, plaintext: str) -> ApiKey | None:
         async with self.db.read() as conn:
-            row = (
-                await conn.execute(
-                    sa.select(api_keys).where(
-                        api_keys.c.key_hash == hash_key(plaintext), api_keys.c.revoked_at.is_(None)
-                    )
-                )
-            ).first()
+            row = (await conn.run(_AUTHENTICATE, {"hash": hash_key(plaintext)})).first()
         return _key(row) if row is not None else None
 
     async def list(self, include_revoked: bool = False) -> list[ApiKey]:

@@ -9,6 +9,7 @@ import sqlalchemy as sa
 
 from hangar.store.db import Conn, Database, now_us
 from hangar.store.paging import Order, Page, keyset_page
+from hangar.store.prepared import Prepared
 from hangar.store.schema import session_resources, sessions, threads
 
 
@@ -62,6 +63,15 @@ class SessionFilter:
 class SessionStore:
     def __init__(self, db: Database) -> None:
         self.db = db
+        self._status = Prepared(sa.select(sessions.c.status).where(sessions.c.id == sa.bindparam("id")))
+        self._get: dict[tuple[bool, bool], Prepared] = {}
+        for scoped in (False, True):
+            for lock in (False, True):
+                stmt = sa.select(sessions).where(sessions.c.id == sa.bindparam("id"))
+                if scoped:
+                    stmt = stmt.where(sessions.c.workspace_id == sa.bindparam("workspace_id"))
+                self._get[(scoped, lock)] = Prepared(db.for_update(stmt) if lock else stmt)
+        self._updates: dict[tuple[str, ...], Prepared] = {}
 
     async def insert(self, conn: Conn, record: SessionRecord) -> None:
         await conn.execute(sessions.insert().values(**record.__dict__))
@@ -73,19 +83,31 @@ class SessionStore:
     async def status(self, session_id: str) -> str | None:
         """Just the status (the loop asks after every turn; the full row carries the agent)."""
         async with self.db.read() as conn:
-            found = await conn.scalar(sa.select(sessions.c.status).where(sessions.c.id == session_id))
+            found = (await conn.run(self._status, {"id": session_id})).scalar()
         return str(found) if found is not None else None
 
     async def get_in(
         self, conn: Conn, workspace_id: str | None, session_id: str, *, lock: bool = False
     ) -> SessionRecord | None:
-        stmt = sa.select(sessions).where(sessions.c.id == session_id)
+        params = {"id": session_id}
         if workspace_id is not None:
-            stmt = stmt.where(sessions.c.workspace_id == workspace_id)
-        if lock:
-            stmt = self.db.for_update(stmt)
-        row = (await conn.execute(stmt)).first()
+            params["workspace_id"] = workspace_id
+        row = (await conn.run(self._get[(workspace_id is not None, lock)], params)).first()
         return _session(row) if row is not None else None
+
+    async def set_row(self, conn: Conn, session_id: str, values: dict[str, Any]) -> None:
+        """Write ``values`` (column → value) to the session row (the journal's one write per
+        transaction; a hot statement, prepared once per set of columns)."""
+        columns = tuple(sorted(values))
+        prepared = self._updates.get(columns)
+        if prepared is None:
+            stmt = (
+                sessions.update()
+                .where(sessions.c.id == sa.bindparam("_id"))
+                .values({c: sa.bindparam(c) for c in columns})
+            )
+            prepared = self._updates[columns] = Prepared(stmt)
+        await conn.run(prepared, {**values, "_id": session_id})
 
     async def save(
         self,

@@ -13,6 +13,7 @@ from hangar.http.auth import Principal, principal
 from hangar.http.deps import json_body, query_int, query_list, query_order, services
 from hangar.http.routes.sessions import load_session
 from hangar.http.sse import event_stream
+from hangar.runtime.journal import Tx
 from hangar.services import Services
 from hangar.store.events import NewEvent
 from hangar.store.sessions import SessionRecord
@@ -81,8 +82,11 @@ async def send_events(
             f"events[{system[0]}]: a system.message must be the last event, right after "
             "the user.message, user.tool_result or user.custom_tool_result it accompanies"
         )
-    session = await _check_references(svc, who, session_id, parsed)
-    stored = await _append_inputs(svc, who, session_id, parsed)
+    # One read of the session: the checks run inside the transaction that appends.
+    async with svc.journal.transaction(session_id, who.workspace_id) as tx:
+        session = tx.session
+        await _check_references(svc, who, session, parsed)
+        stored = await _append_inputs(tx, parsed)
     await wake_for_input(svc, who.workspace_id, session_id, [e.type for e in parsed], session)
     if any(e.type == ev.USER_INTERRUPT for e in parsed):
         await svc.scheduler.interrupt(session_id)
@@ -92,11 +96,10 @@ async def send_events(
 
 
 async def _check_references(
-    svc: Services, who: Principal, session_id: str, parsed: list[ev.EventParam]
-) -> SessionRecord:
-    """Results and confirmations must answer a call of this session, of the right kind.
-    Returns the session as read before the events are appended."""
-    session = await load_session(svc, who, session_id)
+    svc: Services, who: Principal, session: SessionRecord, parsed: list[ev.EventParam]
+) -> None:
+    """Results and confirmations must answer a call of this session, of the right kind."""
+    session_id = session.id
     for i, e in enumerate(parsed):
         if isinstance(e, ev.UserToolConfirmation):
             if e.deny_message is not None and e.result != "deny":
@@ -134,7 +137,6 @@ async def _check_references(
                 f"events[{i}]: a system.message cannot be sent while the session waits for tool "
                 "confirmations or results (requires_action)"
             )
-    return session
 
 
 async def _expect_call(
@@ -145,24 +147,21 @@ async def _expect_call(
         raise NotFound(f"{path}: no {' or '.join(types)} event {event_id} in session {session_id}")
 
 
-async def _append_inputs(
-    svc: Services, who: Principal, session_id: str, parsed: list[ev.EventParam]
-) -> list[Any]:
-    async with svc.journal.transaction(session_id, who.workspace_id) as tx:
-        if tx.session.archived_at is not None or tx.session.status == "terminated":
-            raise Conflict(f"Session {session_id} is archived and does not accept events.")
-        thread_id = tx.session.data.get("primary_thread_id")
-        for i, e in enumerate(parsed):
-            sid = getattr(e, "session_thread_id", None)
-            if sid is not None and sid != thread_id:
-                raise NotFound(f"events[{i}].session_thread_id: thread {sid} not found")
-        return await tx.append(
-            *[
-                # Interrupts take effect at once; other inputs queue until the loop consumes them.
-                NewEvent(e.type, ev.event_body(e), processed=e.type == ev.USER_INTERRUPT, thread_id=thread_id)
-                for e in parsed
-            ]
-        )
+async def _append_inputs(tx: Tx, parsed: list[ev.EventParam]) -> list[Any]:
+    if tx.session.archived_at is not None or tx.session.status == "terminated":
+        raise Conflict(f"Session {tx.session.id} is archived and does not accept events.")
+    thread_id = tx.session.data.get("primary_thread_id")
+    for i, e in enumerate(parsed):
+        sid = getattr(e, "session_thread_id", None)
+        if sid is not None and sid != thread_id:
+            raise NotFound(f"events[{i}].session_thread_id: thread {sid} not found")
+    return await tx.append(
+        *[
+            # Interrupts take effect at once; other inputs queue until the loop consumes them.
+            NewEvent(e.type, ev.event_body(e), processed=e.type == ev.USER_INTERRUPT, thread_id=thread_id)
+            for e in parsed
+        ]
+    )
 
 
 def stream_start(request: Request) -> str | None:

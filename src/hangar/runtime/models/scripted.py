@@ -56,6 +56,7 @@ import asyncio
 import hashlib
 import json
 import re
+from collections import OrderedDict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -241,6 +242,7 @@ class ScriptedProvider:
         self._turns = load_script(script) if script is not None else []
         self._used = [False] * len(self._turns)
         self._attempts: dict[str, int] = {}
+        self._counts = _WordCounts()
 
     async def aclose(self) -> None:
         return None
@@ -298,7 +300,7 @@ class ScriptedProvider:
             index += 1
         if error is not None:  # ``partial`` with nothing to stream
             raise error[0]
-        yield ModelResponse(content, stop_reason, _usage(request, content))
+        yield ModelResponse(content, stop_reason, _usage(request, content, self._counts))
 
     # -- errors
 
@@ -382,7 +384,7 @@ class ScriptedProvider:
                 index += 1
         has_tool = any(b["type"] == "tool_use" for b in content)
         stop_reason = turn.stop_reason or ("tool_use" if has_tool else "end_turn")
-        usage = Usage(**turn.usage) if turn.usage is not None else _usage(request, content)
+        usage = Usage(**turn.usage) if turn.usage is not None else _usage(request, content, self._counts)
         yield ModelResponse(content, stop_reason, usage)
 
 
@@ -495,12 +497,38 @@ def _block_words(block: dict[str, Any]) -> int:
     return 0
 
 
-def _usage(request: ModelRequest, content: list[dict[str, Any]]) -> Usage:
-    tokens = _words(request.system or "")
-    for message in request.messages:
+class _WordCounts:
+    """Word counts of messages, remembered by identity: the conversation cache hands the
+    provider the same (never mutated) message and block objects request after request, so a
+    long conversation is counted once rather than on every request (as a real model's prompt
+    cache would spare it). Entries keep their object alive, so an id is never reused while
+    cached."""
+
+    def __init__(self, max_entries: int = 100_000) -> None:
+        self._max = max_entries
+        self._counts: OrderedDict[int, tuple[Any, int]] = OrderedDict()
+
+    def _cached(self, obj: Any, compute: Any) -> int:
+        found = self._counts.get(id(obj))
+        if found is not None and found[0] is obj:
+            return found[1]
+        count: int = compute(obj)
+        self._counts[id(obj)] = (obj, count)
+        if len(self._counts) > self._max:
+            self._counts.popitem(last=False)
+        return count
+
+    def message(self, message: dict[str, Any]) -> int:
+        return self._cached(message, self._message)
+
+    def _message(self, message: dict[str, Any]) -> int:
         body = message.get("content")
         if isinstance(body, str):
-            tokens += _words(body)
-        else:
-            tokens += sum(_block_words(b) for b in body or [])
+            return _words(body)
+        return sum(self._cached(b, _block_words) for b in body or [])
+
+
+def _usage(request: ModelRequest, content: list[dict[str, Any]], counts: _WordCounts | None = None) -> Usage:
+    counts = counts or _WordCounts()
+    tokens = _words(request.system or "") + sum(counts.message(m) for m in request.messages)
     return Usage(input_tokens=tokens, output_tokens=sum(_block_words(b) for b in content))
