@@ -120,7 +120,7 @@ def self_hosted(api: anthropic.Anthropic, server: ServerProcess, name: str) -> t
 
 
 def new_session(api: anthropic.Anthropic, agent_id: str, env_id: str) -> str:
-    session = strict(
+    session: BetaManagedAgentsSession = strict(
         BetaManagedAgentsSession, api.beta.sessions.create(agent=agent_id, environment_id=env_id)
     )
     return session.id
@@ -237,6 +237,10 @@ def test_worker_serves_sessions_in_sandboxes(
     out, err = call(api, first, workers, "bash", {"command": command})
     assert "direct=000" in out and "proxied=403" in out and "proxy=http://127.0.0.1:3128" in out, out
 
+    # web_fetch (which the SDK's own worker leaves unanswered) runs on the worker under the same rules.
+    out, err = call(api, first, workers, "web_fetch", {"url": "http://blocked.example/"})
+    assert err and out.startswith("web_fetch:") and "blocked.example" in out, out
+
     # The second session is served at the same time (--max-sessions 2), in a sandbox of its own
     # that does not see the first session's workspace.
     out, err = call(
@@ -283,6 +287,24 @@ def test_sigterm_finishes_the_call_in_flight_and_sigkill_is_reclaimed(
     assert item_states(api, key, hangar, env_id) == {sid: "stopped"}
     assert processes_running("sleep 83.25") == []
 
+    # A call still running when --drain-timeout runs out is interrupted (its processes killed),
+    # and the model is told so; the worker still exits 0.
+    sid = new_session(api, agent_id, env_id)
+    data_dir = tmp_path / "interrupted"
+    worker = workers.start("worker-impatient", env_id, key, data_dir, "--drain-timeout", "1")
+    command = "touch started; sleep 61.5; echo never"
+    api.beta.sessions.events.send(sid, events=[directive("bash", {"command": command})])  # type: ignore[list-item]
+    workers.wait_for("the long command to start", (data_dir / "workspaces" / sid / "started").exists)
+    signalled = time.monotonic()
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(30) == 0, workers.logs()
+    assert time.monotonic() - signalled < 15
+    workers.wait_for("the turn to end", lambda: ended_turns(api, sid))
+    [result] = [e for e in history(api, sid) if e.type == "user.tool_result"]
+    assert result.is_error and result_text(result) == "bash: interrupted", result_text(result)
+    assert item_states(api, key, hangar, env_id)[sid] == "stopped"
+    assert processes_running("sleep 61.5") == []
+
     # SIGKILL mid-call: the lease lapses and a second worker (same machine, same data dir)
     # reclaims the item and runs the unanswered call again.
     sid = new_session(api, agent_id, env_id)
@@ -328,3 +350,7 @@ def test_worker_refuses_to_start_without_bubblewrap_or_a_key(workers: Workers, t
     proc = workers.start("no-key", "env_x", "", tmp_path / "d")
     assert proc.wait(30) == 1
     assert "HANGAR_WORKER_KEY" in workers.logs()
+
+    proc = workers.start("bad-key", "env_x", "sk-not-a-key", tmp_path / "d")
+    assert proc.wait(30) == 1
+    assert "the server refused the worker (401)" in (tmp_path / "bad-key.log").read_text(), workers.logs()

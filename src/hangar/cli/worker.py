@@ -122,7 +122,9 @@ def worker(
     except SandboxUnavailable as exc:
         raise fail(f"refusing to start: {exc}") from exc
     except anthropic.APIStatusError as exc:
-        raise fail(f"the server refused the worker ({exc.status_code}): {exc.message}") from exc
+        error = exc.body.get("error") if isinstance(exc.body, dict) else None
+        detail = error.get("message") if isinstance(error, dict) else None
+        raise fail(f"the server refused the worker ({exc.status_code}): {detail or exc.message}") from exc
 
 
 async def _run(worker: SandboxWorker) -> None:
