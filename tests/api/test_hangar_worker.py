@@ -149,12 +149,20 @@ def ended_turns(api: anthropic.Anthropic, sid: str) -> list[Any]:
     ]
 
 
-def item_states(api: anthropic.Anthropic, key: str, server: ServerProcess, env_id: str) -> dict[str, str]:
-    """Each session's latest item state."""
-    states: dict[str, str] = {}
+def item_states(
+    api: anthropic.Anthropic, key: str, server: ServerProcess, env_id: str
+) -> dict[str, list[str]]:
+    """Each session's items' states, oldest first."""
+    states: dict[str, list[str]] = {}
     for item in sorted(items_of(api, key, server, env_id), key=lambda i: i.created_at):
-        states[item.data.id] = item.state
+        states.setdefault(item.data.id, []).append(item.state)
     return states
+
+
+def served_and_stopped(states: list[str]) -> bool:
+    """The worker stopped the item it served. When it left while the turn was still running (the
+    model answering the last result), the server queued another item for the next worker."""
+    return states[0] == "stopped" and all(s == "queued" for s in states[1:]) and len(states) <= 2
 
 
 def processes_running(marker: str) -> list[int]:
@@ -252,12 +260,12 @@ def test_worker_serves_sessions_in_sandboxes(
     workspace = data_dir / "workspaces" / first
     assert (workspace / "src" / "hello.py").read_text() == "def hello():\n    return 'hello there'\n"
     assert (workspace / "src" / "notes.txt").read_text() == "alpha beta\n"
-    assert item_states(api, key, hangar, env_id) == {first: "active", second: "active"}
+    assert item_states(api, key, hangar, env_id) == {first: ["active"], second: ["active"]}
 
     # SIGTERM while idle: both items stopped, the sandboxes gone, status 0.
     worker.send_signal(signal.SIGTERM)
     assert worker.wait(30) == 0, workers.logs()
-    assert item_states(api, key, hangar, env_id) == {first: "stopped", second: "stopped"}
+    assert item_states(api, key, hangar, env_id) == {first: ["stopped"], second: ["stopped"]}
     log = workers.logs()
     assert f"session {first}: sandbox closed" in log and f"session {second}: sandbox closed" in log
     assert "Traceback" not in log, log
@@ -266,10 +274,12 @@ def test_worker_serves_sessions_in_sandboxes(
 def test_sigterm_finishes_the_call_in_flight_and_sigkill_is_reclaimed(
     api: anthropic.Anthropic, hangar: ServerProcess, workers: Workers, tmp_path: Path
 ) -> None:
-    env_id, key, agent_id = self_hosted(api, hangar, "hangar-worker-stop")
+    # Each case has an environment of its own: an item the server queues again for a session a
+    # worker left mid-turn must not keep the next case's worker busy.
 
     # SIGTERM during a bash call (unrestricted networking: the server is reachable): the call
     # finishes and its result is posted; a process it left in the background dies with the sandbox.
+    env_id, key, agent_id = self_hosted(api, hangar, "worker-drained")
     sid = new_session(api, agent_id, env_id)
     data_dir = tmp_path / "drained"
     worker = workers.start("worker-drained", env_id, key, data_dir, "--max-idle", "60")
@@ -284,11 +294,12 @@ def test_sigterm_finishes_the_call_in_flight_and_sigkill_is_reclaimed(
     assert worker.wait(30) == 0, workers.logs()
     [result] = [e for e in history(api, sid, validate=True) if e.type == "user.tool_result"]
     assert not result.is_error and result_text(result).strip() == "net=200 drained-ok", result_text(result)
-    assert item_states(api, key, hangar, env_id) == {sid: "stopped"}
+    assert served_and_stopped(item_states(api, key, hangar, env_id)[sid])
     assert processes_running("sleep 83.25") == []
 
     # A call still running when --drain-timeout runs out is interrupted (its processes killed),
     # and the model is told so; the worker still exits 0.
+    env_id, key, agent_id = self_hosted(api, hangar, "worker-interrupted")
     sid = new_session(api, agent_id, env_id)
     data_dir = tmp_path / "interrupted"
     worker = workers.start("worker-impatient", env_id, key, data_dir, "--drain-timeout", "1")
@@ -302,11 +313,12 @@ def test_sigterm_finishes_the_call_in_flight_and_sigkill_is_reclaimed(
     workers.wait_for("the turn to end", lambda: ended_turns(api, sid))
     [result] = [e for e in history(api, sid) if e.type == "user.tool_result"]
     assert result.is_error and result_text(result) == "bash: interrupted", result_text(result)
-    assert item_states(api, key, hangar, env_id)[sid] == "stopped"
+    assert served_and_stopped(item_states(api, key, hangar, env_id)[sid])
     assert processes_running("sleep 61.5") == []
 
     # SIGKILL mid-call: the lease lapses and a second worker (same machine, same data dir)
     # reclaims the item and runs the unanswered call again.
+    env_id, key, agent_id = self_hosted(api, hangar, "worker-killed")
     sid = new_session(api, agent_id, env_id)
     data_dir = tmp_path / "shared"
     doomed = workers.start("worker-doomed", env_id, key, data_dir, "--max-idle", "60")
@@ -343,14 +355,14 @@ def test_sigterm_finishes_the_call_in_flight_and_sigkill_is_reclaimed(
 def test_worker_refuses_to_start_without_bubblewrap_or_a_key(workers: Workers, tmp_path: Path) -> None:
     empty = tmp_path / "empty-path"
     empty.mkdir()
-    proc = workers.start("no-bwrap", "env_x", "sk-key", tmp_path / "d", path=str(empty))
-    assert proc.wait(30) == 1
-    assert "bubblewrap package" in workers.logs() and "refusing to start" in workers.logs()
-
-    proc = workers.start("no-key", "env_x", "", tmp_path / "d")
-    assert proc.wait(30) == 1
-    assert "HANGAR_WORKER_KEY" in workers.logs()
-
-    proc = workers.start("bad-key", "env_x", "sk-not-a-key", tmp_path / "d")
-    assert proc.wait(30) == 1
-    assert "the server refused the worker (401)" in (tmp_path / "bad-key.log").read_text(), workers.logs()
+    # Started together: each is a process start, and they are independent.
+    procs = {
+        "no-bwrap": workers.start("no-bwrap", "env_x", "sk-key", tmp_path / "d", path=str(empty)),
+        "no-key": workers.start("no-key", "env_x", "", tmp_path / "d"),
+        "bad-key": workers.start("bad-key", "env_x", "sk-not-a-key", tmp_path / "d"),
+    }
+    assert {name: proc.wait(30) for name, proc in procs.items()} == dict.fromkeys(procs, 1), workers.logs()
+    log = {name: (tmp_path / f"{name}.log").read_text() for name in procs}
+    assert "refusing to start" in log["no-bwrap"] and "(install the bubblewrap package)" in log["no-bwrap"]
+    assert "no environment key: pass --key or set HANGAR_WORKER_KEY" in log["no-key"]
+    assert "the server refused the worker (401): Authentication failed" in log["bad-key"]
