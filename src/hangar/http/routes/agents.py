@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import Depends, Request
 
 from hangar.http.auth import Principal, principal
 from hangar.http.deps import json_body, page_envelope, query_bool, query_int, services
+from hangar.http.routing import api_router
 from hangar.wire.common import parse_ts
 
-router = APIRouter(prefix="/v1/agents", tags=["agents"])
+router = api_router(prefix="/v1/agents", tags=["agents"])
 
 MAX_LIMIT = 100
 DEFAULT_LIMIT = 20

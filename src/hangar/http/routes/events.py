@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import Depends, Request
 from fastapi.responses import StreamingResponse
 
 from hangar.domain.work import wake_for_input
@@ -12,6 +12,7 @@ from hangar.errors import Conflict, InvalidRequest, NotFound
 from hangar.http.auth import Principal, principal
 from hangar.http.deps import json_body, query_int, query_list, query_order, services
 from hangar.http.routes.sessions import load_session
+from hangar.http.routing import api_router
 from hangar.http.sse import event_stream
 from hangar.runtime.journal import Tx
 from hangar.services import Services
@@ -20,7 +21,7 @@ from hangar.store.sessions import SessionRecord
 from hangar.wire import events as ev
 from hangar.wire.common import parse_ts
 
-router = APIRouter(prefix="/v1/sessions/{session_id}")
+router = api_router(prefix="/v1/sessions/{session_id}")
 
 SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 

@@ -8,7 +8,7 @@ from typing import Annotated, Any, BinaryIO
 from urllib.parse import quote
 
 import anyio
-from fastapi import APIRouter, Depends, Request
+from fastapi import Depends, Request
 from fastapi.responses import StreamingResponse
 from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
@@ -16,10 +16,11 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 from hangar.errors import InvalidRequest
 from hangar.http.auth import Principal, principal
 from hangar.http.deps import page_envelope, query_int, query_list, services
+from hangar.http.routing import api_router
 from hangar.store.files import CHUNK, expired, not_found
 from hangar.wire import files as wire
 
-router = APIRouter()
+router = api_router()
 
 Caller = Annotated[Principal, Depends(principal)]
 FORM_FIELDS = ("file", "expires_in_seconds")

@@ -7,14 +7,15 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import Depends, Request
 
 from hangar.errors import InvalidRequest, NotFound
 from hangar.http.auth import Principal, principal
 from hangar.http.deps import query_int, query_list, services
+from hangar.http.routing import api_router
 from hangar.runtime.models.catalog import LIFECYCLES, ModelCatalog, UnknownCursor, catalog_for
 
-router = APIRouter()
+router = api_router()
 
 Caller = Annotated[Principal, Depends(principal)]
 MAX_LIFECYCLES = 3

@@ -4,17 +4,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import Depends, Request
 
 from hangar.domain.sessions import build_file_resource
 from hangar.errors import InvalidRequest, NotFound
 from hangar.http.auth import Principal, principal
 from hangar.http.deps import json_body, query_int, services
 from hangar.http.routes.sessions import load_session
+from hangar.http.routing import api_router
 from hangar.services import Services
 from hangar.wire.sessions import MAX_FILES_PER_SESSION
 
-router = APIRouter(prefix="/v1/sessions/{session_id}/resources")
+router = api_router(prefix="/v1/sessions/{session_id}/resources")
 
 
 async def _resources(svc: Services, session_id: str) -> list[dict[str, Any]]:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import Depends, Request
 
 from hangar.domain.sessions import check_budget, check_title, create_session
 from hangar.errors import InvalidRequest, NotFound
 from hangar.http.auth import Principal, principal
 from hangar.http.deps import json_body, query_bool, query_int, query_list, query_order, services
+from hangar.http.routing import api_router
 from hangar.ids import new_id
 from hangar.services import Services
 from hangar.store.bus import Closed
@@ -21,7 +22,7 @@ from hangar.wire import events as ev
 from hangar.wire.common import check_metadata, merge_metadata, parse_ts
 from hangar.wire.sessions import STATUSES, session_wire
 
-router = APIRouter(prefix="/v1/sessions")
+router = api_router(prefix="/v1/sessions")
 
 UPDATE_FIELDS = frozenset({"agent", "budget", "metadata", "title", "vault_ids"})
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import Depends, Request
 from fastapi.responses import StreamingResponse
 
 from hangar.errors import InvalidRequest, NotFound
@@ -12,13 +12,14 @@ from hangar.http.auth import Principal, principal
 from hangar.http.deps import query_int, query_list, services
 from hangar.http.routes.events import SSE_HEADERS, resume_point
 from hangar.http.routes.sessions import load_session
+from hangar.http.routing import api_router
 from hangar.http.sse import event_stream
 from hangar.services import Services
 from hangar.store.db import now_us
 from hangar.store.sessions import SessionRecord, ThreadRecord
 from hangar.wire.sessions import STATUSES, thread_wire
 
-router = APIRouter(prefix="/v1/sessions/{session_id}/threads")
+router = api_router(prefix="/v1/sessions/{session_id}/threads")
 
 
 async def load_thread(

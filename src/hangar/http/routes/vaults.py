@@ -4,15 +4,16 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import Depends, Request
 
 from hangar.domain.vaults import validate_credential
 from hangar.errors import NotFound
 from hangar.http.auth import Principal, principal
 from hangar.http.deps import json_body, page_envelope, query_bool, query_int, services
+from hangar.http.routing import api_router
 from hangar.wire import vaults as wire
 
-router = APIRouter()
+router = api_router()
 
 Caller = Annotated[Principal, Depends(principal)]
 

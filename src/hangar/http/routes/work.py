@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import Depends, Request
 from fastapi.responses import JSONResponse
 from pydantic import StrictBool
 
@@ -28,9 +28,10 @@ from hangar.domain import work
 from hangar.errors import InvalidRequest
 from hangar.http.auth import Principal, principal
 from hangar.http.deps import json_body, query_int, services
+from hangar.http.routing import api_router
 from hangar.wire.common import Strict, parse
 
-router = APIRouter(prefix="/v1/environments/{environment_id}/work")
+router = api_router(prefix="/v1/environments/{environment_id}/work")
 
 Caller = Annotated[Principal, Depends(principal)]
 
