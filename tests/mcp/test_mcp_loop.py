@@ -3,114 +3,17 @@ MCP servers (tests/mcp_servers.py) and the scripted model calling the model-faci
 
 from __future__ import annotations
 
-import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import anthropic
-import httpx2
-import pytest
 
 from hangar.testing import ServerProcess
-from tests.conftest import API_KEY, database_url_for
+from tests.conftest import API_KEY
+from tests.mcp.conftest import ALLOW, ALLOW_ALL, last_turn, of_type, session_for, tool, turn
 from tests.mcp_servers import McpTestServer, big_text, free_port
 from tests.sessions_helpers import all_events, user_message, wait_idle
-
-MAX_RESULT = 2048
-
-
-def tool(name: str, **tool_input: Any) -> str:
-    return f"[[tool:{name} {json.dumps(tool_input)}]]"
-
-
-@pytest.fixture(scope="module")
-def hangar(
-    backend: str, request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[ServerProcess]:
-    proc = ServerProcess(
-        tmp_path_factory.mktemp(f"hangar-mcp-{backend}"),
-        api_key=API_KEY,
-        database_url=database_url_for(backend, request),
-        env={"HANGAR_MCP_MAX_RESULT_BYTES": str(MAX_RESULT)},
-    )
-    proc.start()
-    try:
-        yield proc
-    finally:
-        proc.stop()
-
-
-class Recording:
-    """A client whose every raw response body is kept, to scan for secrets."""
-
-    def __init__(self, base_url: str) -> None:
-        self.bodies: list[str] = []
-        self.http = httpx2.Client(event_hooks={"response": [self._keep]})
-        self.client = anthropic.Anthropic(
-            base_url=base_url, api_key=API_KEY, max_retries=0, http_client=self.http
-        )
-
-    def _keep(self, response: httpx2.Response) -> None:
-        response.read()
-        self.bodies.append(response.text)
-
-
-@pytest.fixture(scope="module")
-def recording(hangar: ServerProcess) -> Iterator[Recording]:
-    rec = Recording(hangar.base_url)
-    with rec.client:
-        yield rec
-
-
-@pytest.fixture
-def client(recording: Recording) -> anthropic.Anthropic:
-    return recording.client
-
-
-@pytest.fixture(scope="module")
-def tools_server() -> Iterator[McpTestServer]:
-    with McpTestServer(name="tools") as srv:
-        yield srv
-
-
-def session_for(
-    client: anthropic.Anthropic,
-    servers: list[dict[str, str]],
-    toolsets: dict[str, dict[str, Any]] | None = None,
-    vault_ids: list[str] | None = None,
-) -> str:
-    toolsets = toolsets or {}
-    tools = [
-        {"type": "mcp_toolset", "mcp_server_name": s["name"], **toolsets.get(s["name"], {})} for s in servers
-    ]
-    agent = client.beta.agents.create(
-        name="mcp-agent",
-        model="scripted",
-        mcp_servers=[{"type": "url", **s} for s in servers],  # type: ignore[misc]
-        tools=tools,  # type: ignore[arg-type]
-    )
-    env = client.beta.environments.create(name="mcp-env")
-    extra: dict[str, Any] = {"vault_ids": vault_ids} if vault_ids else {}
-    return client.beta.sessions.create(agent=agent.id, environment_id=env.id, **extra).id
-
-
-def turn(client: anthropic.Anthropic, sid: str, text: str, turns: int, timeout: float = 30) -> list[Any]:
-    client.beta.sessions.events.send(sid, events=[user_message(text)])  # type: ignore[list-item]
-    return wait_idle(client, sid, turns=turns, timeout=timeout)
-
-
-def last_turn(events: list[Any]) -> list[Any]:
-    starts = [i for i, e in enumerate(events) if e.type == "user.message"]
-    return events[starts[-1] :]
-
-
-def of_type(events: list[Any], kind: str) -> list[Any]:
-    return [e for e in events if e.type == kind]
-
-
-ALLOW = {"type": "always_allow"}
 
 
 def test_policies_results_and_history(client: anthropic.Anthropic, tools_server: McpTestServer) -> None:
@@ -200,7 +103,7 @@ def test_big_result_spilled_to_workspace(
     sid = session_for(
         client,
         [{"name": "tools", "url": tools_server.url}],
-        {"tools": {"default_config": {"permission_policy": ALLOW}}},
+        {"tools": ALLOW_ALL},
     )
     events = turn(client, sid, tool("mcp__tools__big", size=50_000), 1)
     result = of_type(events, "agent.mcp_tool_result")[0]
@@ -220,8 +123,7 @@ def test_unreachable_server_reported_once_per_turn(
         {"name": "down", "url": f"http://127.0.0.1:{free_port()}/mcp"},
         {"name": "tools", "url": tools_server.url},
     ]
-    allow = {"default_config": {"permission_policy": ALLOW}}
-    sid = session_for(client, servers, {"tools": allow, "down": allow})
+    sid = session_for(client, servers, {"tools": ALLOW_ALL, "down": ALLOW_ALL})
     for n in (1, 2):
         events = last_turn(turn(client, sid, tool("mcp__tools__add", a=1, b=n), n))
         errors = of_type(events, "session.error")
@@ -235,8 +137,7 @@ def test_unreachable_server_reported_once_per_turn(
 
 def test_restart_reconnects_and_interrupt_cancels(client: anthropic.Anthropic) -> None:
     with McpTestServer(name="restart") as srv:
-        allow = {"default_config": {"permission_policy": ALLOW}}
-        sid = session_for(client, [{"name": "r", "url": srv.url}], {"r": allow})
+        sid = session_for(client, [{"name": "r", "url": srv.url}], {"r": ALLOW_ALL})
         events = turn(client, sid, tool("mcp__r__add", a=1, b=1), 1)
         assert of_type(events, "agent.mcp_tool_result")[-1].content[0].text == "2"
         srv.restart()
@@ -264,9 +165,28 @@ def test_mcp_events_validate(client: anthropic.Anthropic, tools_server: McpTestS
     sid = session_for(
         client,
         [{"name": "tools", "url": tools_server.url}],
-        {"tools": {"default_config": {"permission_policy": ALLOW}}},
+        {"tools": ALLOW_ALL},
     )
     turn(client, sid, tool("mcp__tools__picture"), 1)
     events = all_events(client, sid)
     result = of_type(events, "agent.mcp_tool_result")[0]
     assert result.content[0].type == "image" and result.is_error is False
+
+
+def test_call_running_at_a_crash_is_reported_not_rerun(make_server: Any) -> None:
+    with McpTestServer(name="crash") as mcp_srv:
+        srv: ServerProcess = make_server()
+        with anthropic.Anthropic(base_url=srv.base_url, api_key=API_KEY, max_retries=0) as c:
+            sid = session_for(c, [{"name": "x", "url": mcp_srv.url}], {"x": ALLOW_ALL})
+            c.beta.sessions.events.send(sid, events=[user_message(tool("mcp__x__slow", seconds=2))])  # type: ignore[list-item]
+            deadline = time.monotonic() + 20
+            while not mcp_srv.calls_of("slow") and time.monotonic() < deadline:
+                time.sleep(0.05)
+            srv.kill()
+        again: ServerProcess = make_server(data_dir=srv.data_dir, database_url=srv.database_url or "")
+        with anthropic.Anthropic(base_url=again.base_url, api_key=API_KEY, max_retries=0) as c:
+            events = wait_idle(c, sid)
+            result = of_type(events, "agent.mcp_tool_result")[-1]
+            assert result.is_error is True and "restarted" in result.content[0].text
+            time.sleep(2.5)  # long enough for a second run to have been recorded
+        assert mcp_srv.calls_of("slow") == 1
