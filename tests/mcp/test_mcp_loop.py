@@ -160,6 +160,22 @@ def test_restart_reconnects_and_interrupt_cancels(client: anthropic.Anthropic) -
         assert result.is_error is True and "interrupted" in result.content[0].text
         assert events[-1].stop_reason.type == "end_turn"
 
+        # The server dies during a call: an is_error result, one session.error, the turn goes on.
+        slow_calls = srv.calls_of("slow")
+        client.beta.sessions.events.send(sid, events=[user_message(tool("mcp__r__slow", seconds=30))])  # type: ignore[list-item]
+        deadline = time.monotonic() + 20
+        while srv.calls_of("slow") == slow_calls and time.monotonic() < deadline:
+            time.sleep(0.05)
+        srv.stop()
+        events = last_turn(wait_idle(client, sid, turns=4))
+        result = of_type(events, "agent.mcp_tool_result")[-1]
+        assert result.is_error is True and "lost the connection" in result.content[0].text
+        errors = of_type(events, "session.error")
+        assert [(e.error.type, e.error.mcp_server_name) for e in errors] == [
+            ("mcp_connection_failed_error", "r")
+        ]
+        assert events[-1].stop_reason.type == "end_turn"
+
 
 def test_mcp_events_validate(client: anthropic.Anthropic, tools_server: McpTestServer) -> None:
     """Listing through the SDK's own types (strict) is part of all_events; here: retrieve one."""
