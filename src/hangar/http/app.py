@@ -15,6 +15,7 @@ from hangar.http.middleware import RequestContext
 from hangar.http.routes import ROUTERS
 from hangar.runtime.journal import Journal
 from hangar.runtime.loop import Loop
+from hangar.runtime.mcp_tools import McpTools
 from hangar.runtime.models.router import ModelRouter
 from hangar.runtime.scheduler import Scheduler
 from hangar.runtime.tools.executor import ExecutorFactory, ExecutorPool, WorkspaceExecutor
@@ -73,8 +74,12 @@ def create_app(settings: Settings) -> FastAPI:
         journal = Journal(store, bus)
         models = ModelRouter(settings)
         factory, sandbox_error = executor_factory(settings)
-        executors = ExecutorPool(settings, factory, max_live=settings.max_live_executors)
-        scheduler = Scheduler(store, Loop(store, bus, journal, models, settings, executors), executors)
+        mcp = McpTools(store, settings)
+        executors = ExecutorPool(
+            settings, factory, max_live=settings.max_live_executors, on_close=mcp.close_session
+        )
+        loop = Loop(store, bus, journal, models, settings, executors, mcp)
+        scheduler = Scheduler(store, loop, executors)
         app.state.services = Services(
             settings, store, bus, journal, models, scheduler, executors, sandbox_error=sandbox_error
         )
@@ -83,6 +88,7 @@ def create_app(settings: Settings) -> FastAPI:
             yield
         finally:
             await scheduler.stop()
+            await mcp.aclose()
             await models.aclose()
             await db.close()
 

@@ -12,6 +12,12 @@ that a restarted server reads back as it was. Each call is a :class:`Call`; its 
 On a self-hosted environment the built-in tools run in the customer's worker: such calls are
 ``remote`` and stay held until a ``user.tool_result`` answers them (a confirmation only lets the
 worker go ahead).
+
+Kinds: ``builtin`` (``agent.tool_use`` → ``agent.tool_result``), ``custom``
+(``agent.custom_tool_use``, answered by the client) and ``mcp`` (``agent.mcp_tool_use`` →
+``agent.mcp_tool_result``; ``name`` is the bare MCP tool name and ``server`` the MCP server's
+name; Hangar runs it, never a self-hosted worker). :func:`result_for` builds the result event
+of the right type for a call.
 """
 
 from __future__ import annotations
@@ -19,12 +25,13 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Literal
 
+from hangar.runtime.mcp.toolsets import McpToolMap, find_mcp_toolset, policy_for
 from hangar.runtime.tools.definitions import find_toolset, tool_policy, toolset_definitions
 from hangar.runtime.tools.policy import Verdict, denied_text, evaluate
 from hangar.store.events import NewEvent
 from hangar.wire import events as ev
 
-CallKind = Literal["builtin", "custom"]
+CallKind = Literal["builtin", "custom", "mcp"]
 CallState = Literal["pending", "running", "held"]
 
 
@@ -36,6 +43,7 @@ class Call:
     input: dict[str, Any]
     state: CallState
     remote: bool = False
+    server: str | None = None  # the MCP server's name (kind "mcp")
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -43,7 +51,13 @@ class Call:
     @classmethod
     def from_json(cls, raw: dict[str, Any]) -> Call:
         return cls(
-            raw["id"], raw["kind"], raw["name"], raw.get("input") or {}, raw["state"], bool(raw.get("remote"))
+            raw["id"],
+            raw["kind"],
+            raw["name"],
+            raw.get("input") or {},
+            raw["state"],
+            bool(raw.get("remote")),
+            raw.get("server"),
         )
 
 
@@ -91,9 +105,18 @@ class Planned:
 
 
 def plan_tool_uses(
-    agent: dict[str, Any], blocks: list[dict[str, Any]], thread_id: str, new_id: Any, *, remote: bool = False
+    agent: dict[str, Any],
+    blocks: list[dict[str, Any]],
+    thread_id: str,
+    new_id: Any,
+    *,
+    remote: bool = False,
+    mcp: McpToolMap | None = None,
 ) -> Planned:
-    """Turn the ``tool_use`` blocks of a model response into events and open calls."""
+    """Turn the ``tool_use`` blocks of a model response into events and open calls.
+
+    ``mcp`` maps the model-facing names of the MCP tools the request offered to their server and
+    bare name; such a use becomes ``agent.mcp_tool_use`` under its ``mcp_toolset``'s policy."""
     toolset = find_toolset(agent.get("tools"))
     custom = {t["name"] for t in agent.get("tools") or () if t.get("type") == "custom"}
     uses: list[NewEvent] = []
@@ -114,6 +137,33 @@ def plan_tool_uses(
                 )
             )
             calls.append(Call(event_id, "custom", name, tool_input, "held"))
+            continue
+        ref = mcp.resolve(name) if mcp is not None else None
+        if ref is not None:
+            mcp_toolset = find_mcp_toolset(agent.get("tools"), ref.server_name)
+            mcp_policy = policy_for(mcp_toolset, ref.tool_name)
+            verdict = (
+                evaluate(mcp_policy, ref.tool_name, tool_input)
+                if isinstance(tool_input, dict)
+                else Verdict("deny", None)
+            )
+            mcp_body: dict[str, Any] = {
+                "name": ref.tool_name,
+                "mcp_server_name": ref.server_name,
+                "input": tool_input,
+                "evaluated_permission": verdict.permission,
+            }
+            if verdict.evaluation is not None:
+                mcp_body["evaluation"] = verdict.evaluation
+            uses.append(NewEvent(ev.AGENT_MCP_TOOL_USE, mcp_body, thread_id=thread_id, id=event_id))
+            if verdict.permission == "deny":
+                results.append(
+                    mcp_tool_result(event_id, denied_text(ref.tool_name, verdict), thread_id, is_error=True)
+                )
+            else:
+                mcp_state: CallState = "pending" if verdict.permission == "allow" else "held"
+                call = Call(event_id, "mcp", ref.tool_name, tool_input, mcp_state, server=ref.server_name)
+                calls.append(call)
             continue
         policy = tool_policy(toolset, name) if toolset is not None else None
         verdict = (
@@ -146,6 +196,32 @@ def tool_result(
         {"tool_use_id": call_id, "content": content, "is_error": is_error},
         thread_id=thread_id,
     )
+
+
+def mcp_tool_result(
+    call_id: str,
+    text_or_blocks: str | list[dict[str, Any]],
+    thread_id: str,
+    *,
+    is_error: bool = False,
+) -> NewEvent:
+    content = (
+        [{"type": "text", "text": text_or_blocks}] if isinstance(text_or_blocks, str) else text_or_blocks
+    )
+    return NewEvent(
+        ev.AGENT_MCP_TOOL_RESULT,
+        {"mcp_tool_use_id": call_id, "content": content, "is_error": is_error},
+        thread_id=thread_id,
+    )
+
+
+def result_for(
+    call: Call, text_or_blocks: str | list[dict[str, Any]], thread_id: str, *, is_error: bool = False
+) -> NewEvent:
+    """The result event of ``call``: ``agent.mcp_tool_result`` for an MCP call, else
+    ``agent.tool_result``."""
+    make = mcp_tool_result if call.kind == "mcp" else tool_result
+    return make(call.id, text_or_blocks, thread_id, is_error=is_error)
 
 
 def rejection_text(name: str, message: str | None) -> str:

@@ -4,6 +4,9 @@ Events map onto Messages-API turns: ``user.message`` / ``system.message`` and to
 user content, ``agent.message`` and tool uses are assistant content (the tool-use id the model
 sees is the ``agent.*tool_use`` event id, the correlation id of the API). Events are read in
 conversation order (``history_key``), so input consumed mid-turn lands where the loop took it in.
+MCP calls (``agent.mcp_tool_use`` / ``agent.mcp_tool_result``) appear under the model-facing
+name their tool had in the request (:func:`~hangar.runtime.mcp.toolsets.model_tool_name` of
+the server and bare tool name, avoiding the ``reserved`` names of the agent's other tools).
 A tool call left without a result (interrupted, or superseded by a new message) gets a synthetic
 error result, so the conversation always satisfies the Messages API's pairing rule.
 
@@ -23,6 +26,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
+from hangar.runtime.mcp.toolsets import model_tool_name
 from hangar.store.events import EventStore, StoredEvent
 from hangar.wire import events as ev
 
@@ -32,7 +36,9 @@ HISTORY_TYPES = (
     ev.AGENT_MESSAGE,
     ev.AGENT_TOOL_USE,
     ev.AGENT_CUSTOM_TOOL_USE,
+    ev.AGENT_MCP_TOOL_USE,
     ev.AGENT_TOOL_RESULT,
+    ev.AGENT_MCP_TOOL_RESULT,
     ev.USER_CUSTOM_TOOL_RESULT,
     ev.USER_TOOL_RESULT,
 )
@@ -47,6 +53,7 @@ class Prefix:
     starts: tuple[int, ...]  # history_key of each message's first event (-1: synthetic)
     open_calls: tuple[str, ...] = ()  # tool-use ids still waiting for a result
     size: int = 0  # characters of the serialised content so far (for the compaction check)
+    reserved: frozenset[str] = frozenset()  # names MCP tools avoid (see event_blocks)
 
 
 @dataclass(frozen=True)
@@ -108,17 +115,27 @@ def _unanswered(call_id: str) -> dict[str, Any]:
     }
 
 
-def event_blocks(e: StoredEvent) -> tuple[str, list[dict[str, Any]]]:
-    """The role and Messages-API content blocks of one conversation event."""
+def event_blocks(e: StoredEvent, reserved: frozenset[str] = frozenset()) -> tuple[str, list[dict[str, Any]]]:
+    """The role and Messages-API content blocks of one conversation event. ``reserved`` are
+    the names of the agent's built-in and custom tools (MCP tools' model-facing names avoid
+    them)."""
     data = e.data
+    if e.type == ev.AGENT_MCP_TOOL_USE:
+        name = model_tool_name(str(data["mcp_server_name"]), str(data["name"]), reserved)
+        return "assistant", [{"type": "tool_use", "id": e.id, "name": name, "input": data.get("input", {})}]
     if e.type == ev.AGENT_MESSAGE:
         return "assistant", [b for b in (to_model_block(x) for x in data.get("content", [])) if b]
     if e.type in (ev.AGENT_TOOL_USE, ev.AGENT_CUSTOM_TOOL_USE):
         return "assistant", [
             {"type": "tool_use", "id": e.id, "name": data["name"], "input": data.get("input", {})}
         ]
-    if e.type in (ev.AGENT_TOOL_RESULT, ev.USER_CUSTOM_TOOL_RESULT, ev.USER_TOOL_RESULT):
-        call = data.get("tool_use_id") or data.get("custom_tool_use_id")
+    if e.type in (
+        ev.AGENT_TOOL_RESULT,
+        ev.AGENT_MCP_TOOL_RESULT,
+        ev.USER_CUSTOM_TOOL_RESULT,
+        ev.USER_TOOL_RESULT,
+    ):
+        call = data.get("tool_use_id") or data.get("custom_tool_use_id") or data.get("mcp_tool_use_id")
         content = [b for b in (to_model_block(x) for x in data.get("content") or []) if b]
         block: dict[str, Any] = {
             "type": "tool_result",
@@ -144,18 +161,27 @@ class ConversationCache:
         self._prefixes.pop(session_id, None)
 
     async def messages(
-        self, session_id: str, compaction: dict[str, Any] | None = None
+        self,
+        session_id: str,
+        compaction: dict[str, Any] | None = None,
+        reserved: frozenset[str] = frozenset(),
     ) -> list[dict[str, Any]]:
         """Messages-API turns (``role`` user/assistant) for the session's next model request.
 
-        ``compaction`` is the session's stored ``{"key", "summary"}``, if it was ever compacted.
+        ``compaction`` is the session's stored ``{"key", "summary"}``, if it was ever compacted;
+        ``reserved`` the names of the agent's built-in and custom tools (see :func:`event_blocks`).
         """
-        return (await self.conversation(session_id, compaction)).messages
+        return (await self.conversation(session_id, compaction, reserved)).messages
 
-    async def conversation(self, session_id: str, compaction: dict[str, Any] | None = None) -> Conversation:
+    async def conversation(
+        self,
+        session_id: str,
+        compaction: dict[str, Any] | None = None,
+        reserved: frozenset[str] = frozenset(),
+    ) -> Conversation:
         ckey = int(compaction["key"]) if compaction else -1
         prefix = self._prefixes.get(session_id)
-        if prefix is None or prefix.compaction_key != ckey:
+        if prefix is None or prefix.compaction_key != ckey or prefix.reserved != reserved:
             start: tuple[dict[str, Any], ...] = ()
             if compaction:
                 start = (
@@ -163,17 +189,23 @@ class ConversationCache:
                     {"role": "assistant", "content": [{"type": "text", "text": "Understood."}]},
                 )
             size = sum(len(json.dumps(m, separators=(",", ":"))) for m in start)
-            prefix = Prefix(ckey, ckey, start, tuple(-1 for _ in start), size=size)
+            prefix = Prefix(ckey, ckey, start, tuple(-1 for _ in start), size=size, reserved=reserved)
         builder = _Builder(
             list(prefix.messages), list(prefix.starts), list(prefix.open_calls), size=prefix.size
         )
         key = prefix.key
         for hkey, e in await self.events.history(session_id, HISTORY_TYPES, after_key=prefix.key):
             builder.key = hkey
-            builder.add(*event_blocks(e))
+            builder.add(*event_blocks(e, reserved))
             key = hkey
         self._prefixes[session_id] = Prefix(
-            key, ckey, tuple(builder.messages), tuple(builder.starts), tuple(builder.open_calls), builder.size
+            key,
+            ckey,
+            tuple(builder.messages),
+            tuple(builder.starts),
+            tuple(builder.open_calls),
+            builder.size,
+            reserved,
         )
         self._prefixes.move_to_end(session_id)
         while len(self._prefixes) > self.max_sessions:

@@ -29,6 +29,8 @@ from hangar.runtime import calls as c
 from hangar.runtime.compaction import Compactor
 from hangar.runtime.context import Conversation, ConversationCache
 from hangar.runtime.journal import Journal, Tx
+from hangar.runtime.mcp import McpToolMap
+from hangar.runtime.mcp_tools import McpTools, error_events
 from hangar.runtime.models.base import (
     ModelError,
     ModelRequest,
@@ -39,7 +41,7 @@ from hangar.runtime.models.base import (
 )
 from hangar.runtime.models.router import ModelRouter
 from hangar.runtime.tools.definitions import find_toolset
-from hangar.runtime.tools.executor import ExecutorPool
+from hangar.runtime.tools.executor import ExecutorPool, WorkspaceExecutor
 from hangar.sandbox.inject import load_env_credentials
 from hangar.store import Store
 from hangar.store.bus import EventBus, Preview
@@ -105,6 +107,7 @@ class Loop:
         models: ModelRouter,
         settings: Settings,
         executors: ExecutorPool,
+        mcp: McpTools | None = None,
     ) -> None:
         self.store = store
         self.bus = bus
@@ -112,6 +115,7 @@ class Loop:
         self.models = models
         self.settings = settings
         self.executors = executors
+        self.mcp = mcp
         self.retry = RetryPolicy(max_attempts=settings.model_max_attempts)
         self.context = ConversationCache(store.events)
         self.compactor = Compactor(settings, models)
@@ -179,7 +183,7 @@ class Loop:
                     else:
                         open_calls = c.without(open_calls, call.id)
                         text = c.rejection_text(call.name, e.data.get("deny_message"))
-                        results.append(c.tool_result(call.id, text, thread_id, is_error=True))
+                        results.append(c.result_for(call, text, thread_id, is_error=True))
                 else:  # a custom or self-hosted tool result: the event itself is the result
                     call_id = e.data.get("custom_tool_use_id") or e.data.get("tool_use_id")
                     remaining = [x for x in open_calls if not (x.id == call_id and x.state == "held")]
@@ -238,8 +242,12 @@ class Loop:
                 "model requests without ending.",
             )
             return None  # idle: input that arrives later wakes the driver again
-        conversation = await self.context.conversation(session_id, session.data.get("compaction"))
         tools = c.tool_definitions(agent)
+        reserved = frozenset(t["name"] for t in tools)
+        conversation = await self.context.conversation(session_id, session.data.get("compaction"), reserved)
+        mcp = await self._mcp_tools(session)
+        if mcp is not None:
+            tools = [*tools, *mcp.definitions]
         try:
             messages, compacted = await self._maybe_compact(session_id, agent, conversation, tools)
         except ModelError as exc:
@@ -266,7 +274,7 @@ class Loop:
         except ModelError as exc:
             await self._model_failed(session_id, span_start_id, exc, attempt)
             return Step(State.UNKNOWN)
-        return await self._model_succeeded(session_id, span_start_id, ids, response)
+        return await self._model_succeeded(session_id, span_start_id, ids, response, mcp)
 
     async def _open_span(self, session_id: str) -> str:
         """Open a model request (after a retry wait, a tool round or a restart), taking in any
@@ -319,8 +327,18 @@ class Loop:
             raise ModelError("request_failed", "the model stream ended without a response", retryable=True)
         return final
 
+    async def _mcp_tools(self, session: SessionRecord) -> McpToolMap | None:
+        """The agent's MCP tools for the next request; servers that failed are reported."""
+        if self.mcp is None or not session.data["agent"].get("mcp_servers"):
+            return None
+        found, errors = await self.mcp.tools(session)
+        if errors:
+            async with self.journal.transaction(session.id, durable=False) as tx:
+                await tx.append(*error_events(errors, tx.session.data["primary_thread_id"]))
+        return found
+
     async def _model_succeeded(
-        self, session_id: str, start_id: str, ids: PreviewIds, response: ModelResponse
+        self, session_id: str, start_id: str, ids: PreviewIds, response: ModelResponse, mcp: McpToolMap | None
     ) -> Step | None:
         async with self.journal.transaction(session_id, durable=False) as tx:
             data = dict(tx.session.data)
@@ -332,7 +350,7 @@ class Loop:
                 if b.get("type") == "text" and b.get("text")
             ]
             planned = c.plan_tool_uses(
-                agent, response.content, thread_id, new_id, remote=bool(data.get("self_hosted"))
+                agent, response.content, thread_id, new_id, remote=bool(data.get("self_hosted")), mcp=mcp
             )
             events: list[NewEvent] = []
             if any(b.get("type") == "thinking" for b in response.content):
@@ -382,40 +400,50 @@ class Loop:
                 return Step(State.AWAIT) if open_calls else Step(State.MODEL_REQUEST)
             thread_id = session.data["primary_thread_id"]
             if call.state == "running":
-                await self._resolve(
-                    session_id, call, c.tool_result(call.id, RESTARTED, thread_id, is_error=True)
-                )
+                await self._resolve(session_id, call, c.result_for(call, RESTARTED, thread_id, is_error=True))
                 continue
             async with self.journal.transaction(session_id, durable=False) as tx:
                 data = dict(tx.session.data)
                 data["calls"] = c.dump_calls(c.with_state(c.load_calls(data), call.id, "running"))
                 tx.save(data=data)
-            credentials = await load_env_credentials(
-                self.store.vaults, session.workspace_id, session.data.get("vault_ids") or []
-            )
-            executor = self.executors.get(
-                session_id,
-                toolset=find_toolset(session.data["agent"].get("tools")),
-                networking=session.data.get("networking"),
-                credentials=credentials,
-            )
-            result = await executor.run(call.name, call.input)
-            errors = [
+            executor = await self._executor(session)
+            if call.kind == "mcp" and self.mcp is not None:
+                outcome, error = await self.mcp.call(session, call, executor)
+                result = c.mcp_tool_result(call.id, outcome.content, thread_id, is_error=outcome.is_error)
+                errors = error_events([error] if error else [], thread_id)
+                await self._resolve(session_id, call, result, *errors)
+                continue
+            ran = await executor.run(call.name, call.input)
+            # e.g. credential_host_unreachable_error, seen by the sandbox's egress proxy
+            reported = [
                 NewEvent(ev.SESSION_ERROR, {"error": error}, thread_id=thread_id)
                 for error in executor.take_session_errors()
             ]
             await self._resolve(
                 session_id,
                 call,
-                c.tool_result(call.id, result.content, thread_id, is_error=result.is_error),
-                *errors,
+                c.tool_result(call.id, ran.content, thread_id, is_error=ran.is_error),
+                *reported,
             )
 
-    async def _resolve(self, session_id: str, call: c.Call, result: NewEvent, *also: NewEvent) -> None:
+    async def _executor(self, session: SessionRecord) -> WorkspaceExecutor:
+        agent = session.data["agent"]
+        credentials = await load_env_credentials(
+            self.store.vaults, session.workspace_id, session.data.get("vault_ids") or []
+        )
+        return self.executors.get(
+            session.id,
+            toolset=find_toolset(agent.get("tools")),
+            networking=session.data.get("networking"),
+            credentials=credentials,
+            mcp_servers=[str(s["url"]) for s in agent.get("mcp_servers") or ()],
+        )
+
+    async def _resolve(self, session_id: str, call: c.Call, *events: NewEvent) -> None:
         async with self.journal.transaction(session_id, durable=False) as tx:
             data = dict(tx.session.data)
             data["calls"] = c.dump_calls(c.without(c.load_calls(data), call.id))
-            await tx.append(result, *also)
+            await tx.append(*events)
             tx.save(data=data)
 
     async def _await(self, session_id: str) -> None:
@@ -436,8 +464,8 @@ class Loop:
             if data.get("open_span"):
                 events.append(self._span_end(data["open_span"], thread_id, Usage(), is_error=True))
             for call in c.load_calls(data):
-                if call.kind == "builtin" and call.state in ("pending", "running"):
-                    events.append(c.tool_result(call.id, INTERRUPTED, thread_id, is_error=True))
+                if call.kind in ("builtin", "mcp") and call.state in ("pending", "running"):
+                    events.append(c.result_for(call, INTERRUPTED, thread_id, is_error=True))
             await tx.append(*events)
             data["calls"] = []
             data["open_span"] = None
@@ -457,10 +485,8 @@ class Loop:
             if data.get("open_span"):
                 events.append(self._span_end(data["open_span"], thread_id, Usage(), is_error=True))
             for call in c.load_calls(data):
-                if call.kind == "builtin" and call.state in ("pending", "running"):
-                    events.append(
-                        c.tool_result(call.id, "interrupted: internal error", thread_id, is_error=True)
-                    )
+                if call.kind in ("builtin", "mcp") and call.state in ("pending", "running"):
+                    events.append(c.result_for(call, "interrupted: internal error", thread_id, is_error=True))
             error = {
                 "type": "unknown_error",
                 "message": "An internal error ended the turn.",

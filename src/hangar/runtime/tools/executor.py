@@ -23,7 +23,7 @@ import logging
 import os
 import re
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -55,10 +55,12 @@ class WorkspaceExecutor:
         toolset: dict[str, Any] | None = None,
         networking: dict[str, Any] | None = None,
         credentials: Sequence[EnvCredential] = (),
+        mcp_servers: Iterable[str] = (),
     ) -> None:
         """``credentials`` (``environment_variable`` ones) are used by the sandbox only (see
         :mod:`hangar.sandbox.inject`): without a sandbox there is no egress proxy to put their
-        values in, and the workspace's ``bash`` gets neither the values nor placeholders."""
+        values in, and the workspace's ``bash`` gets neither the values nor placeholders.
+        ``mcp_servers`` matter only to a sandbox's egress policy (``allow_mcp_servers``)."""
         self.session_id = session_id
         workdir.mkdir(parents=True, exist_ok=True)
         self.workdir = Path(os.path.realpath(workdir))
@@ -96,6 +98,7 @@ class WorkspaceExecutor:
         toolset: dict[str, Any] | None = None,
         networking: dict[str, Any] | None = None,
         credentials: Sequence[EnvCredential] | None = None,
+        mcp_servers: Iterable[str] | None = None,
     ) -> None:
         """Update the web tools' rules from the agent's toolset entry and/or the environment's
         networking object; an argument left ``None`` keeps its current value (pass
@@ -194,9 +197,17 @@ class ExecutorPool:
     """
 
     def __init__(
-        self, settings: Settings, factory: ExecutorFactory | None = None, *, max_live: int = 32
+        self,
+        settings: Settings,
+        factory: ExecutorFactory | None = None,
+        *,
+        max_live: int = 32,
+        on_close: Callable[[str], Awaitable[None]] | None = None,
     ) -> None:
         self._settings = settings
+        self._on_close = on_close
+        """Awaited with a session id when its executor is closed or evicted (its MCP
+        connections go too)."""
         self._factory: ExecutorFactory = factory or WorkspaceExecutor
         self._max_live = max_live
         self._executors: OrderedDict[str, WorkspaceExecutor] = OrderedDict()
@@ -213,15 +224,21 @@ class ExecutorPool:
         toolset: dict[str, Any] | None = None,
         networking: dict[str, Any] | None = None,
         credentials: Sequence[EnvCredential] | None = None,
+        mcp_servers: list[str] | None = None,
     ) -> WorkspaceExecutor:
         """The session's executor; its workdir is ``<data_dir>/workspaces/<session_id>``
         (created). ``toolset``/``networking``, when given, (re)configure the web tools;
-        ``credentials``, when given, set the session's ``environment_variable`` credentials."""
+        ``credentials``, when given, set the session's ``environment_variable`` credentials;
+        ``mcp_servers`` (the agent's MCP server URLs) the sandbox's ``allow_mcp_servers``."""
         executor = self._executors.get(session_id)
         if executor is None:
             if not _SESSION_ID.match(session_id):
                 raise ValueError(f"invalid session id {session_id!r}")
-            extra: dict[str, Any] = {"credentials": credentials} if credentials else {}
+            extra: dict[str, Any] = {}
+            if credentials:
+                extra["credentials"] = credentials
+            if mcp_servers:
+                extra["mcp_servers"] = mcp_servers
             executor = self._factory(
                 session_id,
                 self.root / session_id,
@@ -232,8 +249,10 @@ class ExecutorPool:
             )
             self._executors[session_id] = executor
             self._evict()
-        elif toolset is not None or networking is not None or credentials is not None:
-            executor.configure(toolset=toolset, networking=networking, credentials=credentials)
+        elif any(x is not None for x in (toolset, networking, credentials, mcp_servers)):
+            executor.configure(
+                toolset=toolset, networking=networking, credentials=credentials, mcp_servers=mcp_servers
+            )
         self._executors.move_to_end(session_id)
         return executor
 
@@ -245,18 +264,22 @@ class ExecutorPool:
             if executor.busy:
                 continue
             del self._executors[session_id]
-            task = asyncio.get_running_loop().create_task(executor.close())
+            task = asyncio.get_running_loop().create_task(self._close(session_id, executor))
             self._closing.add(task)
             task.add_done_callback(self._closing.discard)
 
     def __contains__(self, session_id: str) -> bool:
         return session_id in self._executors
 
-    async def close(self, session_id: str) -> None:
-        """Close the session's executor (if any); its workspace directory is kept."""
-        executor = self._executors.pop(session_id, None)
+    async def _close(self, session_id: str, executor: WorkspaceExecutor | None) -> None:
         if executor is not None:
             await executor.close()
+        if self._on_close is not None:
+            await self._on_close(session_id)
+
+    async def close(self, session_id: str) -> None:
+        """Close the session's executor (if any); its workspace directory is kept."""
+        await self._close(session_id, self._executors.pop(session_id, None))
 
     async def aclose(self) -> None:
         """Close every executor (server shutdown)."""
