@@ -23,6 +23,7 @@ from hangar.services import Services
 from hangar.store import Store, open_database
 from hangar.store.bus import EventBus
 from hangar.store.migrate import current_revision, head_revision
+from hangar.tunnel.hub import TunnelHub
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +68,12 @@ def create_app(settings: Settings) -> FastAPI:
         db = open_database(settings.resolved_database_url)
         store = Store.open(db, secrets)
         await store.keys.ensure_workspace()
+        tunnels = TunnelHub(
+            store.tunnels,
+            parent_domain=settings.tunnel_domain,
+            response_timeout_s=settings.tunnel_response_timeout_s,
+        )
+        app.state.tunnels = tunnels  # MCP connections reach private servers with tunnels.transport_for
         if settings.api_key is not None and settings.api_key.get_secret_value().strip():
             await store.keys.register(settings.api_key.get_secret_value().strip())
         bus = EventBus()
@@ -83,6 +90,7 @@ def create_app(settings: Settings) -> FastAPI:
             yield
         finally:
             await scheduler.stop()
+            await tunnels.aclose()
             await models.aclose()
             await db.close()
 

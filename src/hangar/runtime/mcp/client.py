@@ -33,7 +33,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
@@ -45,6 +45,7 @@ from hangar.runtime.mcp.errors import McpAuthenticationFailed, McpConnectionFail
 from hangar.runtime.mcp.results import McpCallResult, McpTool, error_result
 
 if TYPE_CHECKING:  # the SDK is imported when the first connection opens (it takes seconds)
+    import httpx2
     from mcp import Client
     from mcp.client._transport import TransportStreams
     from mcp.client.session import IncomingMessage
@@ -52,6 +53,10 @@ if TYPE_CHECKING:  # the SDK is imported when the first connection opens (it tak
 logger = logging.getLogger(__name__)
 
 TransportKind = Literal["streamable_http", "sse"]
+
+TransportResolver = Callable[[str], "httpx2.AsyncBaseTransport | None"]
+"""Given an MCP server URL, the httpx2 transport to reach it with (e.g. through an MCP tunnel:
+``TunnelHub.transport_for``), or ``None`` for a direct connection."""
 
 DEFAULT_CONNECT_TIMEOUT_S = 10.0
 DEFAULT_LIST_TIMEOUT_S = 30.0
@@ -108,10 +113,12 @@ class McpConnection:
         auth: Auth | None = None,
         connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S,
         list_timeout_s: float = DEFAULT_LIST_TIMEOUT_S,
+        transport_resolver: TransportResolver | None = None,
     ) -> None:
         self.name = name
         self.url = url
         self.auth = auth or Auth()
+        self.transport_resolver = transport_resolver
         self.connect_timeout_s = connect_timeout_s
         self.list_timeout_s = list_timeout_s
         self.connects = 0
@@ -343,8 +350,9 @@ class McpConnection:
             timeout: httpx2.Timeout | None = None,
             auth: httpx2.Auth | None = None,
         ) -> httpx2.AsyncClient:
+            resolved = self.transport_resolver(self.url) if self.transport_resolver is not None else None
             return httpx2.AsyncClient(
-                transport=AuthTransport(httpx2.AsyncHTTPTransport(), self.auth, observer),
+                transport=AuthTransport(resolved or httpx2.AsyncHTTPTransport(), self.auth, observer),
                 timeout=httpx2.Timeout(self.connect_timeout_s, read=SSE_READ_TIMEOUT_S),
                 headers=headers,
             )
@@ -406,9 +414,12 @@ class McpSessionPool:
         *,
         connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S,
         list_timeout_s: float = DEFAULT_LIST_TIMEOUT_S,
+        transport_resolver: TransportResolver | None = None,
     ) -> None:
+        """``transport_resolver`` picks the inner HTTP transport per server URL (MCP tunnels)."""
         self.connect_timeout_s = connect_timeout_s
         self.list_timeout_s = list_timeout_s
+        self.transport_resolver = transport_resolver
         self._connections: dict[tuple[str, str], McpConnection] = {}
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
         self._closed = False
@@ -449,6 +460,7 @@ class McpSessionPool:
                     auth=auth,
                     connect_timeout_s=self.connect_timeout_s,
                     list_timeout_s=self.list_timeout_s,
+                    transport_resolver=self.transport_resolver,
                 )
                 await conn.connect()
                 self._connections[key] = conn
