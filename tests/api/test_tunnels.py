@@ -15,7 +15,8 @@ from anthropic.types.beta import BetaTunnel, BetaTunnelToken
 from anthropic.types.beta.tunnels import BetaTunnelCertificate
 
 from hangar.testing import ServerProcess
-from tests.api.test_cli import create_key
+from tests.api.test_cli import create_key, db_args, hangar
+from tests.conftest import API_KEY
 from tests.helpers import strict
 from tests.tunnel.certs import issue
 from tests.vault_helpers import message_of, sync_url
@@ -358,3 +359,19 @@ def test_certificate_body_shape_errors(client: anthropic.Anthropic) -> None:
             )
         assert message_of(bad) == message
     client.beta.tunnels.archive(made.id)
+
+
+def test_rotate_key_reseals_tunnel_tokens(make_server: Any) -> None:
+    srv: ServerProcess = make_server()
+    with anthropic.Anthropic(base_url=srv.base_url, api_key=API_KEY, max_retries=0) as c:
+        made = tunnel_of(c.beta.tunnels.create())
+        token = token_of(c.beta.tunnels.reveal_token(made.id))
+        [before] = rows(srv, "tunnels")
+        done = hangar("secrets", "rotate-key", *db_args(srv))
+        assert done.returncode == 0, done.stderr
+        assert "re-encrypted 1 secret(s)" in done.stdout and "dropped old key(s)" in done.stdout
+        [after] = rows(srv, "tunnels")
+        assert after["token"] != before["token"]
+        assert after["token"].split(".")[1] != before["token"].split(".")[1]  # a new key id
+        # The running server opens it under the new key (the old one is gone from the key file).
+        assert token_of(c.beta.tunnels.reveal_token(made.id)) == token
