@@ -20,6 +20,7 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import anthropic
 import httpx2
@@ -264,3 +265,55 @@ async def test_refusals(hangar: Hangar, private_mcp: McpTestServer, pool: McpSes
     await refused(url, "is archived")
     with pytest.raises(TunnelRejected, match="tunnel archived"):
         await asyncio.wait_for(running, 20)
+
+
+async def test_https_routes_trust_only_the_registered_ca(hangar: Hangar, tmp_path: Path) -> None:
+    ca, stranger = issue("private CA"), issue("someone else's CA")
+    leaf = issue("secure", ca=False, issuer=ca, dns=["localhost"])
+    (tmp_path / "cert.pem").write_text(leaf.pem)
+    (tmp_path / "key.pem").write_text(leaf.key_pem)
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        assert scope["type"] == "http"
+        await send(
+            {"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]}
+        )
+        await send({"type": "http.response.body", "body": b"secure hello"})
+
+    port = free_port()
+    tls = uvicorn.Server(
+        uvicorn.Config(
+            app,
+            host="127.0.0.1",
+            port=port,
+            log_level="warning",
+            lifespan="off",
+            ssl_certfile=str(tmp_path / "cert.pem"),
+            ssl_keyfile=str(tmp_path / "key.pem"),
+        )
+    )
+    serving = asyncio.create_task(tls.serve())
+    tunnel, token = await new_tunnel(hangar, certificate=False)
+    first = await hangar.api.beta.tunnels.certificates.create(tunnel.id, ca_certificate_pem=stranger.pem)
+    client = TunnelClient(hangar.base_url, token, [parse_route(f"secure=https://localhost:{port}")])
+    running = asyncio.create_task(client.run())
+    try:
+        while not (tls.started and hangar.hub.connected(tunnel.id)):
+            assert not running.done() and not serving.done()
+            await asyncio.sleep(0.02)
+        url = f"https://secure.{tunnel.domain}/hello"
+        transport = hangar.hub.transport_for(url)
+        async with httpx2.AsyncClient(transport=transport) as http:
+            with pytest.raises(httpx2.ConnectError, match="route 'secure'"):
+                await http.get(url)  # the server's certificate is not signed by a registered CA
+            # Registering the right CA reaches the connected client without a reconnect.
+            await hangar.api.beta.tunnels.certificates.create(tunnel.id, ca_certificate_pem=ca.pem)
+            await hangar.api.beta.tunnels.certificates.archive(first.id, tunnel_id=tunnel.id)
+            response = await http.get(url)
+            assert response.status_code == 200 and response.text == "secure hello"
+        assert client.connects == 0  # still the first connection (counted when it ends)
+    finally:
+        running.cancel()
+        tls.should_exit = True
+        await asyncio.gather(running, serving, return_exceptions=True)
+        await hangar.api.beta.tunnels.archive(tunnel.id)
