@@ -261,6 +261,25 @@ class Settings(BaseSettings):
             "gets a preview and the file's path."
         ),
     )
+    tunnel_domain: str = Field(
+        default="tunnel.hangar.internal",
+        max_length=200,
+        pattern=r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$",
+        description=(
+            "Parent domain of MCP tunnels: each new tunnel gets the domain `<random>.<tunnel_domain>`, "
+            "and an agent's MCP server URL on a subdomain of it (`https://<route>.<random>."
+            "<tunnel_domain>/mcp`) is sent through the tunnel's connected `hangar tunnel` client. "
+            "Never resolved in DNS: requests to any host under it go through a tunnel or fail."
+        ),
+    )
+    tunnel_response_timeout_s: float = Field(
+        default=300.0,
+        gt=0,
+        description=(
+            "Longest wait for the response head of a request sent through a tunnel, in seconds "
+            "(the caller's own read timeout applies when it is shorter)."
+        ),
+    )
     unsafe_no_sandbox: bool = Field(
         default=False,
         description=(

@@ -28,6 +28,9 @@ Kind = Literal[
     "vault",
     "credential",
     "page",
+    "tunnel",
+    "tunnel_certificate",
+    "tunnel_token",
 ]
 
 PREFIXES: Final[dict[Kind, str]] = {
@@ -45,6 +48,9 @@ PREFIXES: Final[dict[Kind, str]] = {
     "vault": "vlt",
     "credential": "vcrd",
     "page": "page",
+    "tunnel": "tnl",
+    "tunnel_certificate": "tcrt",
+    "tunnel_token": "tnltok",
 }
 
 

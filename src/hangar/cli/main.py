@@ -24,6 +24,7 @@ from hangar.cli.doctor import doctor
 from hangar.cli.keys import keys_app, startup_keys
 from hangar.cli.reference import config_reference
 from hangar.cli.secrets import check_secret_key, secrets_app
+from hangar.cli.tunnel import tunnel
 from hangar.cli.worker import worker
 from hangar.http.middleware import draining_event
 
@@ -32,6 +33,7 @@ app.add_typer(keys_app, name="keys")
 app.add_typer(secrets_app, name="secrets")
 app.command()(doctor)
 app.command()(worker)
+app.command()(tunnel)
 
 #: Seconds open connections (event streams) get to finish after SIGTERM/SIGINT.
 GRACEFUL_SHUTDOWN_S = 5

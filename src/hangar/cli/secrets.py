@@ -1,6 +1,6 @@
 """``hangar secrets generate-key | rotate-key``: the key that encrypts stored secrets.
 
-Vault credential secrets are sealed with AES-256-GCM (``hangar.crypto``) under the key from
+Vault credential secrets and tunnel tokens are sealed with AES-256-GCM (``hangar.crypto``) under the key from
 ``HANGAR_SECRET_KEY`` or, when that is unset, the key file ``<data_dir>/secret.key`` (mode
 0600). Each sealed secret names the id of its key, so a rotation can find and re-encrypt every
 secret still under an older one.
@@ -9,6 +9,7 @@ secret still under an older one.
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from typing import Annotated
 
 import sqlalchemy as sa
@@ -42,11 +43,14 @@ def generate_key_cmd() -> None:
 async def _reseal(settings: Settings, box: SecretBox) -> ResealReport:
     db = open_database(settings.resolved_database_url)
     try:
-        vaults = Store.open(db, box).vaults
-        first = await vaults.reseal_all()
+        store = Store.open(db, box)
+        first = await store.vaults.reseal_all()
+        tokens = await store.tunnels.reseal_all()  # tunnel tokens are sealed with the same key
         # A server may have sealed a secret under the old key while the first pass ran.
-        second = await vaults.reseal_all()
-        return ResealReport(first.resealed + second.resealed, second.by_key)
+        second = await store.vaults.reseal_all()
+        tokens += await store.tunnels.reseal_all()
+        by_key = Counter(second.by_key) + Counter(await store.tunnels.secret_key_ids())
+        return ResealReport(first.resealed + second.resealed + tokens, dict(by_key))
     finally:
         await db.close()
 
@@ -54,7 +58,10 @@ async def _reseal(settings: Settings, box: SecretBox) -> ResealReport:
 async def _stored_key_ids(settings: Settings) -> dict[str, int]:
     db = open_database(settings.resolved_database_url)
     try:
-        return await Store.open(db).vaults.secret_key_ids()
+        store = Store.open(db)
+        return dict(
+            Counter(await store.vaults.secret_key_ids()) + Counter(await store.tunnels.secret_key_ids())
+        )
     finally:
         await db.close()
 

@@ -15,6 +15,7 @@ from hangar.http.middleware import RequestContext
 from hangar.http.routes import ROUTERS
 from hangar.runtime.journal import Journal
 from hangar.runtime.loop import Loop
+from hangar.runtime.mcp import McpSessionPool
 from hangar.runtime.mcp_tools import McpTools
 from hangar.runtime.models.router import ModelRouter
 from hangar.runtime.scheduler import Scheduler
@@ -24,6 +25,7 @@ from hangar.services import Services
 from hangar.store import Store, open_database
 from hangar.store.bus import EventBus
 from hangar.store.migrate import current_revision, head_revision
+from hangar.tunnel.hub import TunnelHub
 
 log = logging.getLogger(__name__)
 
@@ -68,13 +70,19 @@ def create_app(settings: Settings) -> FastAPI:
         db = open_database(settings.resolved_database_url)
         store = Store.open(db, secrets)
         await store.keys.ensure_workspace()
+        tunnels = TunnelHub(
+            store.tunnels,
+            parent_domain=settings.tunnel_domain,
+            response_timeout_s=settings.tunnel_response_timeout_s,
+        )
+        app.state.tunnels = tunnels
         if settings.api_key is not None and settings.api_key.get_secret_value().strip():
             await store.keys.register(settings.api_key.get_secret_value().strip())
         bus = EventBus()
         journal = Journal(store, bus)
         models = ModelRouter(settings)
         factory, sandbox_error = executor_factory(settings)
-        mcp = McpTools(store, settings)
+        mcp = McpTools(store, settings, pool=McpSessionPool(transport_resolver=tunnels.transport_for))
         executors = ExecutorPool(
             settings, factory, max_live=settings.max_live_executors, on_close=mcp.close_session
         )
@@ -89,6 +97,7 @@ def create_app(settings: Settings) -> FastAPI:
         finally:
             await scheduler.stop()
             await mcp.aclose()
+            await tunnels.aclose()
             await models.aclose()
             await db.close()
 

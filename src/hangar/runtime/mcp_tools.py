@@ -203,7 +203,7 @@ class McpTools:
             turn.credentials[url] = await self._credential_for(session, url)
         credential_id = turn.credentials[url]
         if credential_id is None:
-            return await self.pool.get(session.id, server)
+            return await self.pool.get(session.id, server, workspace_id=session.workspace_id)
         workspace_id = session.workspace_id
 
         async def headers() -> dict[str, str]:
@@ -212,7 +212,13 @@ class McpTools:
         async def unauthorized() -> None:
             await self._on_unauthorized(workspace_id, credential_id)
 
-        return await self.pool.get(session.id, server, headers_factory=headers, on_unauthorized=unauthorized)
+        return await self.pool.get(
+            session.id,
+            server,
+            headers_factory=headers,
+            on_unauthorized=unauthorized,
+            workspace_id=workspace_id,
+        )
 
     # ------------------------------------------------------------------ credentials
 

@@ -12,6 +12,7 @@ from hangar.store.events import EventStore
 from hangar.store.files import FileStore
 from hangar.store.keys import KeyStore
 from hangar.store.sessions import SessionStore
+from hangar.store.tunnels import TunnelStore
 from hangar.store.vaults import VaultStore
 from hangar.store.work import WorkStore
 
@@ -31,6 +32,7 @@ class Store:
     files: FileStore
     work: WorkStore
     vaults: VaultStore
+    tunnels: TunnelStore
 
     @classmethod
     def open(cls, db: Database, secrets: SecretBox | None = None) -> Store:
@@ -45,4 +47,5 @@ class Store:
             files=FileStore(db),
             work=WorkStore(db),
             vaults=VaultStore(db, secrets),
+            tunnels=TunnelStore(db, secrets),
         )

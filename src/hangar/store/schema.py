@@ -245,3 +245,51 @@ vault_credentials = sa.Table(
         postgresql_where=sa.text("archived_at IS NULL"),
     ),
 )
+
+# MCP tunnels (API §1.10). ``domain`` is unique forever: archived rows are kept, never deleted.
+# The connector token is stored twice: sealed (``token``, shown again by reveal_token) and as
+# its SHA-256 (``token_hash``, how a connecting ``hangar tunnel`` client is recognised); both
+# are cleared when the tunnel is archived.
+tunnels = sa.Table(
+    "tunnels",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("workspace_id", sa.String(64), nullable=False),
+    sa.Column("display_name", sa.String(255), nullable=True),
+    sa.Column("domain", sa.String(255), nullable=False, unique=True),
+    sa.Column("token_id", sa.String(64), nullable=False),
+    sa.Column("token_hash", sa.String(64), nullable=True, unique=True),
+    sa.Column("token", sa.Text, nullable=True),
+    sa.Column("created_at", Micros, nullable=False),
+    sa.Column("archived_at", Micros, nullable=True),
+    sa.Index("ix_tunnels_ws_created", "workspace_id", "created_at", "id"),
+)
+
+tunnel_certificates = sa.Table(
+    "tunnel_certificates",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("workspace_id", sa.String(64), nullable=False),
+    sa.Column("tunnel_id", sa.String(64), sa.ForeignKey("tunnels.id"), nullable=False),
+    sa.Column("fingerprint", sa.String(64), nullable=False),
+    sa.Column("pem", sa.Text, nullable=False),
+    sa.Column("expires_at", Micros, nullable=True),
+    sa.Column("created_at", Micros, nullable=False),
+    sa.Column("archived_at", Micros, nullable=True),
+    sa.Index("ix_tunnel_certificates_tunnel_created", "tunnel_id", "created_at", "id"),
+)
+
+# Who revealed or rotated a tunnel's token, when, and why (never the token itself).
+tunnel_audit = sa.Table(
+    "tunnel_audit",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("tunnel_id", sa.String(64), nullable=False),
+    sa.Column("workspace_id", sa.String(64), nullable=False),
+    sa.Column("action", sa.String(32), nullable=False),  # "reveal_token" | "rotate_token" | "archive"
+    sa.Column("token_id", sa.String(64), nullable=True),
+    sa.Column("key_id", sa.String(64), nullable=True),
+    sa.Column("reason", sa.Text, nullable=True),
+    sa.Column("at", Micros, nullable=False),
+    sa.Index("ix_tunnel_audit_tunnel", "tunnel_id", "id"),
+)

@@ -11,6 +11,7 @@ from hangar.http.routes import (
     resources,
     sessions,
     threads,
+    tunnels,
     vaults,
     work,
 )
@@ -26,4 +27,5 @@ ROUTERS: list[APIRouter] = [
     models.router,
     work.router,
     vaults.router,
+    tunnels.router,
 ]

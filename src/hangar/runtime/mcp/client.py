@@ -33,7 +33,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
@@ -45,13 +45,20 @@ from hangar.runtime.mcp.errors import McpAuthenticationFailed, McpConnectionFail
 from hangar.runtime.mcp.results import McpCallResult, McpTool, error_result
 
 if TYPE_CHECKING:  # the SDK is imported when the first connection opens (it takes seconds)
-    from mcp import Client
+    import httpx2
     from mcp.client._transport import TransportStreams
     from mcp.client.session import IncomingMessage
+
+    from mcp import Client
 
 logger = logging.getLogger(__name__)
 
 TransportKind = Literal["streamable_http", "sse"]
+
+TransportResolver = Callable[[str, "str | None"], "httpx2.AsyncBaseTransport | None"]
+"""Given an MCP server URL and the workspace of the session connecting, the httpx2 transport to
+reach it with (e.g. through one of that workspace's MCP tunnels: ``TunnelHub.transport_for``), or
+``None`` for a direct connection."""
 
 DEFAULT_CONNECT_TIMEOUT_S = 10.0
 DEFAULT_LIST_TIMEOUT_S = 30.0
@@ -108,10 +115,14 @@ class McpConnection:
         auth: Auth | None = None,
         connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S,
         list_timeout_s: float = DEFAULT_LIST_TIMEOUT_S,
+        transport_resolver: TransportResolver | None = None,
+        workspace_id: str | None = None,
     ) -> None:
         self.name = name
         self.url = url
         self.auth = auth or Auth()
+        self.transport_resolver = transport_resolver
+        self.workspace_id = workspace_id
         self.connect_timeout_s = connect_timeout_s
         self.list_timeout_s = list_timeout_s
         self.connects = 0
@@ -300,6 +311,7 @@ class McpConnection:
     async def _run(self, live: _Live, kind: TransportKind, ready: asyncio.Future[None]) -> None:
         """Owns one SDK client from handshake to close."""
         import mcp_types
+
         from mcp import Client
 
         try:
@@ -343,8 +355,10 @@ class McpConnection:
             timeout: httpx2.Timeout | None = None,
             auth: httpx2.Auth | None = None,
         ) -> httpx2.AsyncClient:
+            resolver = self.transport_resolver
+            resolved = resolver(self.url, self.workspace_id) if resolver is not None else None
             return httpx2.AsyncClient(
-                transport=AuthTransport(httpx2.AsyncHTTPTransport(), self.auth, observer),
+                transport=AuthTransport(resolved or httpx2.AsyncHTTPTransport(), self.auth, observer),
                 timeout=httpx2.Timeout(self.connect_timeout_s, read=SSE_READ_TIMEOUT_S),
                 headers=headers,
             )
@@ -406,9 +420,12 @@ class McpSessionPool:
         *,
         connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S,
         list_timeout_s: float = DEFAULT_LIST_TIMEOUT_S,
+        transport_resolver: TransportResolver | None = None,
     ) -> None:
+        """``transport_resolver`` picks the inner HTTP transport per server URL (MCP tunnels)."""
         self.connect_timeout_s = connect_timeout_s
         self.list_timeout_s = list_timeout_s
+        self.transport_resolver = transport_resolver
         self._connections: dict[tuple[str, str], McpConnection] = {}
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
         self._closed = False
@@ -420,8 +437,11 @@ class McpSessionPool:
         *,
         headers_factory: HeadersFactory | None = None,
         on_unauthorized: UnauthorizedHook | None = None,
+        workspace_id: str | None = None,
     ) -> McpConnection:
         """The session's connection to ``server`` (``{"name", "url"}``), connected.
+
+        ``workspace_id`` (the session's) limits the tunnels the ``transport_resolver`` may use.
 
         ``headers_factory`` is awaited before every HTTP request for the headers to set on it
         (e.g. ``{"Authorization": "Bearer …"}`` from a vault); ``on_unauthorized`` is awaited
@@ -449,6 +469,8 @@ class McpSessionPool:
                     auth=auth,
                     connect_timeout_s=self.connect_timeout_s,
                     list_timeout_s=self.list_timeout_s,
+                    transport_resolver=self.transport_resolver,
+                    workspace_id=workspace_id,
                 )
                 await conn.connect()
                 self._connections[key] = conn
