@@ -103,6 +103,7 @@ class EventStore:
             .order_by(events.c.seq)
         )
         self._history: dict[tuple[str, ...], Prepared] = {}
+        self._pages: dict[tuple[Any, ...], Prepared] = {}
         self._after = Prepared(
             sa.select(events)
             .where(events.c.session_id == sa.bindparam("sid"), events.c.seq > sa.bindparam("seq"))
@@ -240,24 +241,42 @@ class EventStore:
         limit: int,
         page: str | None,
     ) -> tuple[list[StoredEvent], str | None]:
-        stmt = sa.select(events).where(events.c.session_id == session_id)
-        if types:
-            stmt = stmt.where(events.c.type.in_(types))
-        if thread_id is not None:
-            stmt = stmt.where(events.c.thread_id == thread_id)
-        ops = {"gt": "__gt__", "gte": "__ge__", "lt": "__lt__", "lte": "__le__"}
-        for op, value in processed_range.items():
-            stmt = stmt.where(getattr(events.c.processed_at, ops[op])(value))
+        shape = (tuple(types), thread_id is not None, tuple(sorted(processed_range)), order, page is not None)
+        prepared = self._pages.get(shape)
+        if prepared is None:
+            prepared = self._page_statement(*shape)
+            if len(self._pages) < 256:  # the shapes clients use; others are compiled each time
+                self._pages[shape] = prepared
+        params: dict[str, Any] = {"sid": session_id, "lim": limit + 1, "thread": thread_id}
+        params |= {f"p_{op}": value for op, value in processed_range.items()}
         if page:
-            bound = _decode_seq_cursor(page, order)
-            stmt = stmt.where(events.c.seq > bound if order == "asc" else events.c.seq < bound)
-        stmt = stmt.order_by(events.c.seq.asc() if order == "asc" else events.c.seq.desc()).limit(limit + 1)
+            params["bound"] = _decode_seq_cursor(page, order)
         async with self.db.read() as conn:
-            rows = [_stored(r) for r in (await conn.execute(stmt)).all()]
+            rows = [_stored(r) for r in (await conn.run(prepared, params)).all()]
         more = len(rows) > limit
         rows = rows[:limit]
         next_page = _encode_seq_cursor(rows[-1].seq, order) if more and rows else None
         return rows, next_page
+
+    @staticmethod
+    def _page_statement(
+        types: tuple[str, ...], by_thread: bool, range_ops: tuple[str, ...], order: str, paged: bool
+    ) -> Prepared:
+        stmt = sa.select(events).where(events.c.session_id == sa.bindparam("sid"))
+        if types:
+            stmt = stmt.where(literal_in(events.c.type, types))  # validated event type names
+        if by_thread:
+            stmt = stmt.where(events.c.thread_id == sa.bindparam("thread"))
+        ops = {"gt": "__gt__", "gte": "__ge__", "lt": "__lt__", "lte": "__le__"}
+        for op in range_ops:
+            stmt = stmt.where(
+                getattr(events.c.processed_at, ops[op])(sa.bindparam(f"p_{op}", type_=sa.BigInteger))
+            )
+        if paged:
+            bound = sa.bindparam("bound", type_=sa.BigInteger)
+            stmt = stmt.where(events.c.seq > bound if order == "asc" else events.c.seq < bound)
+        ordering = events.c.seq.asc() if order == "asc" else events.c.seq.desc()
+        return Prepared(stmt.order_by(ordering).limit(sa.bindparam("lim", type_=sa.Integer)))
 
     async def delete_session(self, conn: Conn, session_id: str) -> None:
         await conn.execute(events.delete().where(events.c.session_id == session_id))
