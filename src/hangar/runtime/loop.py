@@ -123,7 +123,7 @@ class Loop:
     # --- reading the state ------------------------------------------------------------------
 
     async def state(self, session_id: str) -> Step:
-        status = await self.store.sessions.status(session_id)
+        status, pending = await self.store.events.status_and_pending(session_id)
         if status is None or status == "terminated":
             return Step(State.TERMINATED)
         if status in ("running", "rescheduling"):
@@ -134,7 +134,6 @@ class Loop:
             if open_calls:
                 return Step(State.AWAIT)
             return Step(State.MODEL_REQUEST)
-        pending = await self.store.events.pending(session_id)
         inputs = [e for e in pending if e.type in TURN_INPUTS]
         return Step(State.INPUTS, inputs=inputs) if inputs else Step(State.IDLE)
 

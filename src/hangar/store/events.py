@@ -18,6 +18,9 @@ from hangar.store.prepared import Prepared, literal_in
 from hangar.store.schema import events, sessions
 from hangar.wire.common import ts
 
+BATCH = 32
+"""Rows per multi-row statement (inserts, marking input consumed)."""
+
 USER_INPUT_TYPES = (
     "user.message",
     "user.tool_confirmation",
@@ -83,16 +86,8 @@ class EventStore:
     def __init__(self, db: Database) -> None:
         self.db = db
         # The hot statements (see hangar.store.prepared).
-        self._insert = Prepared(events.insert())
-        self._mark = Prepared(
-            events.update()
-            .where(
-                events.c.session_id == sa.bindparam("sid"),
-                events.c.seq == sa.bindparam("s"),
-                events.c.processed_at.is_(None),
-            )
-            .values(processed_at=sa.bindparam("at"), history_key=sa.bindparam("key"))
-        )
+        self._inserts: dict[int, Prepared] = {}
+        self._marks: dict[int, Prepared] = {}
         self._pending = Prepared(
             sa.select(events)
             .where(
@@ -100,6 +95,21 @@ class EventStore:
                 events.c.processed_at.is_(None),
                 literal_in(events.c.type, USER_INPUT_TYPES),
             )
+            .order_by(events.c.seq)
+        )
+        self._status_pending = Prepared(
+            sa.select(sessions.c.status, *events.columns)
+            .select_from(
+                sessions.outerjoin(
+                    events,
+                    sa.and_(
+                        events.c.session_id == sessions.c.id,
+                        events.c.processed_at.is_(None),
+                        literal_in(events.c.type, USER_INPUT_TYPES),
+                    ),
+                )
+            )
+            .where(sessions.c.id == sa.bindparam("sid"))
             .order_by(events.c.seq)
         )
         self._history: dict[tuple[str, ...], Prepared] = {}
@@ -161,8 +171,21 @@ class EventStore:
                     "data": stored.data,
                 }
             )
-        await conn.run(self._insert, rows)
+        for start in range(0, len(rows), BATCH):
+            chunk = rows[start : start + BATCH]
+            params = {f"{k}_{i}": v for i, row in enumerate(chunk) for k, v in row.items()}
+            await conn.run(self._insert_rows(len(chunk)), params)
         return out
+
+    def _insert_rows(self, n: int) -> Prepared:
+        """``INSERT … VALUES (…), (…)`` of ``n`` rows: one statement, one round trip (a driver's
+        ``executemany`` is one round trip per row, or a pipeline that costs more than that)."""
+        found = self._inserts.get(n)
+        if found is None:
+            columns = [c.name for c in events.columns]
+            rows = [{c: sa.bindparam(f"{c}_{i}", type_=events.c[c].type) for c in columns} for i in range(n)]
+            found = self._inserts[n] = Prepared(events.insert().values(rows))
+        return found
 
     async def mark_processed(
         self, conn: Conn, session_id: str, seqs: list[int], *, at: int, after_seq: int
@@ -171,7 +194,34 @@ class EventStore:
         if not seqs:
             return
         key = 2 * after_seq + 1
-        await conn.run(self._mark, [{"sid": session_id, "s": s, "at": at, "key": key} for s in seqs])
+        for start in range(0, len(seqs), BATCH):
+            chunk = seqs[start : start + BATCH]
+            params = {"sid": session_id, "at": at, "key": key} | {f"s_{i}": s for i, s in enumerate(chunk)}
+            await conn.run(self._mark_rows(len(chunk)), params)
+
+    def _mark_rows(self, n: int) -> Prepared:
+        found = self._marks.get(n)
+        if found is None:
+            seqs = [sa.bindparam(f"s_{i}", type_=sa.BigInteger) for i in range(n)]
+            found = self._marks[n] = Prepared(
+                events.update()
+                .where(
+                    events.c.session_id == sa.bindparam("sid"),
+                    events.c.seq.in_(seqs),
+                    events.c.processed_at.is_(None),
+                )
+                .values(processed_at=sa.bindparam("at"), history_key=sa.bindparam("key"))
+            )
+        return found
+
+    async def status_and_pending(self, session_id: str) -> tuple[str | None, list[StoredEvent]]:
+        """The session's status and its unconsumed client inputs (oldest first), in one query:
+        what the loop reads to decide its next step."""
+        async with self.db.read() as conn:
+            rows = (await conn.run(self._status_pending, {"sid": session_id})).all()
+        if not rows:
+            return None, []
+        return str(rows[0][0]), [_stored(r) for r in rows if r._mapping["seq"] is not None]
 
     async def pending(self, session_id: str) -> list[StoredEvent]:
         """Client inputs not yet consumed by the loop, oldest first."""
