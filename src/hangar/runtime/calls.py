@@ -188,14 +188,7 @@ def tool_result(
     *,
     is_error: bool = False,
 ) -> NewEvent:
-    content = (
-        [{"type": "text", "text": text_or_blocks}] if isinstance(text_or_blocks, str) else text_or_blocks
-    )
-    return NewEvent(
-        ev.AGENT_TOOL_RESULT,
-        {"tool_use_id": call_id, "content": content, "is_error": is_error},
-        thread_id=thread_id,
-    )
+    return _result(ev.AGENT_TOOL_RESULT, "tool_use_id", call_id, text_or_blocks, thread_id, is_error)
 
 
 def mcp_tool_result(
@@ -205,13 +198,22 @@ def mcp_tool_result(
     *,
     is_error: bool = False,
 ) -> NewEvent:
+    return _result(ev.AGENT_MCP_TOOL_RESULT, "mcp_tool_use_id", call_id, text_or_blocks, thread_id, is_error)
+
+
+def _result(
+    event_type: str,
+    id_field: str,
+    call_id: str,
+    text_or_blocks: str | list[dict[str, Any]],
+    thread_id: str,
+    is_error: bool,
+) -> NewEvent:
     content = (
         [{"type": "text", "text": text_or_blocks}] if isinstance(text_or_blocks, str) else text_or_blocks
     )
     return NewEvent(
-        ev.AGENT_MCP_TOOL_RESULT,
-        {"mcp_tool_use_id": call_id, "content": content, "is_error": is_error},
-        thread_id=thread_id,
+        event_type, {id_field: call_id, "content": content, "is_error": is_error}, thread_id=thread_id
     )
 
 

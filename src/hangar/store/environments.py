@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 from hangar.ids import new_id
 from hangar.store.db import Database, now_us
-from hangar.store.paging import keyset_page
+from hangar.store.paging import newest_first
 from hangar.store.schema import environments
 from hangar.wire.environments import environment_object
 
@@ -100,16 +100,12 @@ class EnvironmentStore:
         self, workspace_id: str, *, include_archived: bool, limit: int, page: str | None
     ) -> tuple[list[dict[str, Any]], str | None]:
         """One page, newest first, and the cursor of the next one."""
-        stmt = sa.select(environments).where(environments.c.workspace_id == workspace_id)
-        if not include_archived:
-            stmt = stmt.where(environments.c.archived_at.is_(None))
         async with self.db.read() as conn:
-            found = await keyset_page(
+            found = await newest_first(
                 conn,
-                stmt,
-                environments.c.created_at,
-                environments.c.id,
-                order="desc",
+                environments,
+                environments.c.workspace_id == workspace_id,
+                include_archived=include_archived,
                 limit=limit,
                 page=page,
             )

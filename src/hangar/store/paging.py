@@ -94,3 +94,19 @@ async def keyset_page(
     next_cursor = Cursor(last, order, "next").encode(prefix) if has_next else None
     prev_cursor = Cursor(first, order, "prev").encode(prefix) if has_prev else None
     return Page(rows, next_cursor, prev_cursor)
+
+
+async def newest_first(
+    conn: Conn,
+    table: sa.Table,
+    *where: sa.ColumnElement[bool],
+    include_archived: bool,
+    limit: int,
+    page: str | None,
+) -> Page:
+    """One page of ``table`` rows matching ``where``, newest first, archived ones only when
+    asked for (the list endpoints of environments, vaults, credentials, tunnels, certificates)."""
+    stmt = sa.select(table).where(*where)
+    if not include_archived:
+        stmt = stmt.where(table.c.archived_at.is_(None))
+    return await keyset_page(conn, stmt, table.c.created_at, table.c.id, order="desc", limit=limit, page=page)

@@ -22,7 +22,7 @@ from hangar.crypto import SecretBox, SecretKeyError, UnsealError, sealed_key_id
 from hangar.errors import Conflict, InternalError, InvalidRequest, NotFound
 from hangar.ids import new_id
 from hangar.store.db import Conn, Database, now_us
-from hangar.store.paging import keyset_page
+from hangar.store.paging import newest_first
 from hangar.store.schema import tunnel_audit as audit
 from hangar.store.schema import tunnel_certificates as certs
 from hangar.store.schema import tunnels, workspaces
@@ -205,12 +205,14 @@ class TunnelStore:
     async def page(
         self, workspace_id: str, *, include_archived: bool, limit: int, page: str | None
     ) -> tuple[list[dict[str, Any]], str | None]:
-        stmt = sa.select(tunnels).where(tunnels.c.workspace_id == workspace_id)
-        if not include_archived:
-            stmt = stmt.where(tunnels.c.archived_at.is_(None))
         async with self.db.read() as conn:
-            found = await keyset_page(
-                conn, stmt, tunnels.c.created_at, tunnels.c.id, order="desc", limit=limit, page=page
+            found = await newest_first(
+                conn,
+                tunnels,
+                tunnels.c.workspace_id == workspace_id,
+                include_archived=include_archived,
+                limit=limit,
+                page=page,
             )
         return [_tunnel_wire(r) for r in found.rows], found.next_cursor
 
@@ -338,13 +340,14 @@ class TunnelStore:
         async with self.db.read() as conn:
             if (await conn.execute(self._tunnel(workspace_id, tunnel_id))).first() is None:
                 raise tunnel_not_found(tunnel_id)
-            stmt = sa.select(certs).where(
-                certs.c.workspace_id == workspace_id, certs.c.tunnel_id == tunnel_id
-            )
-            if not include_archived:
-                stmt = stmt.where(certs.c.archived_at.is_(None))
-            found = await keyset_page(
-                conn, stmt, certs.c.created_at, certs.c.id, order="desc", limit=limit, page=page
+            found = await newest_first(
+                conn,
+                certs,
+                certs.c.workspace_id == workspace_id,
+                certs.c.tunnel_id == tunnel_id,
+                include_archived=include_archived,
+                limit=limit,
+                page=page,
             )
         return [_cert_wire(r) for r in found.rows], found.next_cursor
 

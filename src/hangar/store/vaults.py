@@ -18,7 +18,7 @@ from hangar.crypto import SecretBox, SecretKeyError, UnsealError, credential_aad
 from hangar.errors import Conflict, InternalError, InvalidRequest, NotFound
 from hangar.ids import new_id
 from hangar.store.db import Conn, Database, now_us
-from hangar.store.paging import keyset_page
+from hangar.store.paging import newest_first
 from hangar.store.schema import vault_credentials as creds
 from hangar.store.schema import vaults
 from hangar.wire import vaults as wire
@@ -184,12 +184,14 @@ class VaultStore:
     async def page_vaults(
         self, workspace_id: str, *, include_archived: bool, limit: int, page: str | None
     ) -> tuple[list[dict[str, Any]], str | None]:
-        stmt = sa.select(vaults).where(vaults.c.workspace_id == workspace_id)
-        if not include_archived:
-            stmt = stmt.where(vaults.c.archived_at.is_(None))
         async with self.db.read() as conn:
-            found = await keyset_page(
-                conn, stmt, vaults.c.created_at, vaults.c.id, order="desc", limit=limit, page=page
+            found = await newest_first(
+                conn,
+                vaults,
+                vaults.c.workspace_id == workspace_id,
+                include_archived=include_archived,
+                limit=limit,
+                page=page,
             )
         return [_vault_wire(r) for r in found.rows], found.next_cursor
 
@@ -348,11 +350,14 @@ class VaultStore:
         async with self.db.read() as conn:
             if (await conn.execute(self._vault(workspace_id, vault_id))).first() is None:
                 raise _vault_not_found(vault_id)
-            stmt = sa.select(creds).where(creds.c.workspace_id == workspace_id, creds.c.vault_id == vault_id)
-            if not include_archived:
-                stmt = stmt.where(creds.c.archived_at.is_(None))
-            found = await keyset_page(
-                conn, stmt, creds.c.created_at, creds.c.id, order="desc", limit=limit, page=page
+            found = await newest_first(
+                conn,
+                creds,
+                creds.c.workspace_id == workspace_id,
+                creds.c.vault_id == vault_id,
+                include_archived=include_archived,
+                limit=limit,
+                page=page,
             )
         return [_cred_wire(r) for r in found.rows], found.next_cursor
 
