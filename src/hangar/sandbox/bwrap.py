@@ -17,8 +17,12 @@ The sandbox:
   ``/dev``; a ``/proc`` showing only the sandbox's processes;
 - new pid, ipc, uts and cgroup namespaces, and a new network namespace holding only ``lo``
   unless networking is ``unrestricted``; under ``limited`` the only way out is the
-  :class:`~hangar.sandbox.proxy.EgressProxy` (its unix socket at ``/run/hangar/egress.sock``,
-  forwarded to ``127.0.0.1:3128`` inside by ``socat``; ``HTTP(S)_PROXY`` point there);
+  :class:`~hangar.sandbox.proxy.EgressProxy` at ``127.0.0.1:3128`` (``HTTP(S)_PROXY`` point
+  there): when Hangar runs as root it listens there itself, on a socket it opens inside the
+  sandbox's network namespace while the sandbox starts (``bwrap --info-fd`` names the namespace;
+  nothing runs in the sandbox for it and the first command needs no wait); otherwise ``socat``,
+  started by the sandbox's shell, forwards that port to the proxy's unix socket
+  (``/run/hangar/egress.sock``);
 - with ``environment_variable`` credentials (:mod:`hangar.sandbox.inject`): ``SECRET_NAME`` set to
   a placeholder, never the value; traffic through the egress proxy under ``unrestricted`` too
   (``HTTP(S)_PROXY`` name its loopback TCP port with a per-session token); the session CA trusted
