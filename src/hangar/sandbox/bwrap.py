@@ -627,8 +627,11 @@ def _sandbox_listener(info_fd: int) -> socket.socket:
         if not chunk:
             raise OSError(errno.ECHILD, "the sandbox exited before it started")
         raw += chunk
-    info = json.loads(raw)
-    pid, expected = int(info["child-pid"]), int(info["net-namespace"])
+    try:
+        info = json.loads(raw)
+        pid, expected = int(info["child-pid"]), int(info["net-namespace"])
+    except (ValueError, KeyError, TypeError):
+        raise OSError(errno.EPROTO, f"unexpected report from bwrap: {raw[:200]!r}") from None
     own = os.stat("/proc/thread-self/ns/net").st_ino
     ns = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
     try:
