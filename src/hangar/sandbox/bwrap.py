@@ -17,8 +17,12 @@ The sandbox:
   ``/dev``; a ``/proc`` showing only the sandbox's processes;
 - new pid, ipc, uts and cgroup namespaces, and a new network namespace holding only ``lo``
   unless networking is ``unrestricted``; under ``limited`` the only way out is the
-  :class:`~hangar.sandbox.proxy.EgressProxy` (its unix socket at ``/run/hangar/egress.sock``,
-  forwarded to ``127.0.0.1:3128`` inside by ``socat``; ``HTTP(S)_PROXY`` point there);
+  :class:`~hangar.sandbox.proxy.EgressProxy` at ``127.0.0.1:3128`` (``HTTP(S)_PROXY`` point
+  there): when Hangar runs as root it listens there itself, on a socket it opens inside the
+  sandbox's network namespace while the sandbox starts (``bwrap --info-fd`` names the namespace;
+  nothing runs in the sandbox for it and the first command needs no wait); otherwise ``socat``,
+  started by the sandbox's shell, forwards that port to the proxy's unix socket
+  (``/run/hangar/egress.sock``);
 - with ``environment_variable`` credentials (:mod:`hangar.sandbox.inject`): ``SECRET_NAME`` set to
   a placeholder, never the value; traffic through the egress proxy under ``unrestricted`` too
   (``HTTP(S)_PROXY`` name its loopback TCP port with a per-session token); the session CA trusted
@@ -45,13 +49,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
+import errno
 import hashlib
+import json
 import logging
 import os
 import secrets
+import select
 import shutil
 import signal
+import socket
 import tempfile
+import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from functools import partial
@@ -168,6 +178,8 @@ class BwrapExecutor(WorkspaceExecutor):
         self._system_args: list[str] | None = None
         self._running_mode: tuple[Any, ...] | None = None  # what the running sandbox was built for
         self._prepared = False
+        self._listener: asyncio.AbstractServer | None = None  # see _listen_in_sandbox
+        self._info_fd: int | None = None
         self._bash = BashTool(
             self.workdir,
             default_timeout_s=settings.bash_timeout_s,
@@ -377,7 +389,14 @@ class BwrapExecutor(WorkspaceExecutor):
         """BashTool's launcher: the bwrap command line of a new sandbox."""
         assert self._runtime is not None, "_prepare() runs before the first shell"
         mode = self.network_mode
-        if mode == "limited" and not (private / "tick").exists():
+        # Under `limited`, the sandbox reaches the egress proxy at 127.0.0.1:PROXY_PORT. As root,
+        # Hangar opens that listener itself, inside the sandbox's network namespace, while the
+        # sandbox starts (no process in the sandbox, nothing to wait for); otherwise a `socat`
+        # forwarder started by the shell's setup does it.
+        in_netns = mode == "limited" and self.privileged
+        forwarder = mode == "limited" and not in_netns
+        self._close_listener()
+        if forwarder and not (private / "tick").exists():
             os.mkfifo(private / "tick", 0o600)  # lets the setup sleep without forking
         if self.privileged:
             os.chown(private, self.uid, self.gid)
@@ -386,9 +405,17 @@ class BwrapExecutor(WorkspaceExecutor):
                 os.fchown(fd, self.uid, self.gid)
             finally:
                 os.close(fd)
-            if mode == "limited":
+            if forwarder:
                 os.chown(private / "tick", self.uid, self.gid)
         argv = [self._bwrap, *self._isolation_args(mode), *self._system(), *self._mounts(private, mode)]
+        pass_fds: tuple[int, ...] = ()
+        ready = None
+        if in_netns:
+            info_r, info_w = os.pipe()  # bwrap reports the sandbox's pid and namespaces here
+            self._info_fd = info_r
+            argv += ["--info-fd", str(info_w)]
+            pass_fds = (info_w,)
+            ready = self._listen_in_sandbox
         argv += ["--chdir", WORKSPACE, "--"]
         if self.privileged:
             argv += [
@@ -408,8 +435,56 @@ class BwrapExecutor(WorkspaceExecutor):
             env=self._env(mode),
             cwd=self.workdir,
             command_path=f"{COMMAND_DIR}/command",
-            setup=self.limits.ulimit_script() + (_FORWARDER if mode == "limited" else ""),
+            setup=self.limits.ulimit_script() + (_FORWARDER if forwarder else ""),
+            pass_fds=pass_fds,
+            ready=ready,
         )
+
+    async def _listen_in_sandbox(self, bwrap_pid: int) -> None:
+        """``ShellLaunch.ready`` of a root-run ``limited`` sandbox: listen on
+        ``127.0.0.1:PROXY_PORT`` inside its network namespace and serve the egress proxy there.
+        Connections made before the proxy accepts wait in the listen backlog."""
+        info_fd, self._info_fd = self._info_fd, None
+        assert info_fd is not None and self._proxy is not None
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[socket.socket] = loop.create_future()
+
+        def settle(result: socket.socket | BaseException) -> None:
+            if done.cancelled():
+                if isinstance(result, socket.socket):
+                    result.close()
+            elif isinstance(result, BaseException):
+                done.set_exception(result)
+            else:
+                done.set_result(result)
+
+        def work() -> None:
+            # A thread of its own: setns() moves only the calling thread, which then ends.
+            try:
+                result: socket.socket | BaseException = _sandbox_listener(info_fd)
+            except BaseException as exc:  # handed to the awaiting coroutine
+                result = exc
+            finally:
+                os.close(info_fd)
+            loop.call_soon_threadsafe(settle, result)
+
+        threading.Thread(target=work, name=f"hangar-netns-{bwrap_pid}", daemon=True).start()
+        sock = await done
+        try:
+            self._listener = await self._proxy.serve_socket(sock)
+        except BaseException:
+            sock.close()
+            raise
+
+    def _close_listener(self) -> None:
+        """Stop serving the previous sandbox's in-namespace listener (and drop an unused info pipe)."""
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
+        if self._info_fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._info_fd)
+            self._info_fd = None
 
     def _isolation_args(self, mode: str) -> list[str]:
         args = ["--new-session", "--die-with-parent", "--unshare-pid", "--unshare-ipc", "--unshare-uts"]
@@ -512,6 +587,7 @@ class BwrapExecutor(WorkspaceExecutor):
         namespaces = _pid_namespaces(self._bash.shell_pid)
         await super().close()
         await _wait_gone(namespaces)
+        self._close_listener()
         if self._owns_proxy and self._proxy is not None:
             await self._proxy.close()
         if self._runtime is not None:
@@ -528,7 +604,59 @@ _FORWARDER = (
     f'[[ "${{_l[*]}}" == *"0100007F:{PROXY_PORT:04X} 00000000:0000 0A"* ]] && break; read -t 0.002 -u 9; '
     "done; exec 9<&-; unset _h _l\n"
 )
-"""Setup of a ``limited`` sandbox: the TCP → unix-socket forwarder to the egress proxy."""
+"""Setup of a ``limited`` sandbox when Hangar does not run as root: the TCP → unix-socket
+forwarder to the egress proxy (as root, :func:`_sandbox_listener` replaces it)."""
+
+_CLONE_NEWNET = 0x40000000
+_IP_FREEBIND = 15
+_INFO_TIMEOUT_S = 10.0
+
+
+def _sandbox_listener(info_fd: int) -> socket.socket:
+    """A socket listening on ``127.0.0.1:PROXY_PORT`` in the network namespace of the sandbox
+    bwrap reports on ``info_fd`` (``--info-fd``). Moves the calling thread into that namespace:
+    call it from a thread of its own that ends afterwards. Refuses a namespace that is not the
+    one bwrap reported, or that is the caller's own."""
+    raw = b""
+    deadline = time.monotonic() + _INFO_TIMEOUT_S
+    while not raw.rstrip().endswith(b"}"):
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([info_fd], [], [], left)[0]:
+            raise OSError(errno.ETIMEDOUT, "the sandbox did not report its namespaces")
+        chunk = os.read(info_fd, 4096)
+        if not chunk:
+            raise OSError(errno.ECHILD, "the sandbox exited before it started")
+        raw += chunk
+    try:
+        info = json.loads(raw)
+        pid, expected = int(info["child-pid"]), int(info["net-namespace"])
+    except (ValueError, KeyError, TypeError):
+        raise OSError(errno.EPROTO, f"unexpected report from bwrap: {raw[:200]!r}") from None
+    own = os.stat("/proc/thread-self/ns/net").st_ino
+    ns = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        found = os.fstat(ns).st_ino
+        if found != expected or found == own:
+            raise OSError(errno.ESRCH, "the sandbox's network namespace is gone")
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.setns(ns, _CLONE_NEWNET) != 0:
+            code = ctypes.get_errno()
+            raise OSError(code, f"setns: {os.strerror(code)}")
+    finally:
+        os.close(ns)
+    if os.stat("/proc/thread-self/ns/net").st_ino != expected:
+        raise OSError(errno.ESRCH, "could not enter the sandbox's network namespace")
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        # bwrap brings `lo` up inside the sandbox concurrently: bind before 127.0.0.1 exists.
+        sock.setsockopt(socket.IPPROTO_IP, _IP_FREEBIND, 1)
+        sock.bind(("127.0.0.1", PROXY_PORT))
+        sock.listen(128)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 def _chown_tree(root: Path, uid: int, gid: int) -> None:

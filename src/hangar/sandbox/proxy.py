@@ -252,6 +252,7 @@ class EgressProxy:
         self._resolve: Resolver = resolver or system_resolver
         self._connect_timeout_s = connect_timeout_s
         self._server: asyncio.AbstractServer | None = None
+        self._sockets: list[asyncio.AbstractServer] = []  # serve_socket()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._writers: set[asyncio.StreamWriter] = set()
         self.denied = 0
@@ -286,10 +287,21 @@ class EgressProxy:
         assert self.tcp_port is not None
         return self.tcp_port
 
+    async def serve_socket(self, sock: socket.socket) -> asyncio.AbstractServer:
+        """Also accept on ``sock``: a listening socket only a sandbox can reach (Hangar opened it
+        inside the sandbox's network namespace), so no token is asked for. Closing the returned
+        server stops it; :meth:`close` stops it at the latest."""
+        server = await asyncio.start_server(self._accept, sock=sock, limit=MAX_HEAD_BYTES)
+        self._sockets = [s for s in self._sockets if s.is_serving()] + [server]
+        return server
+
     async def close(self) -> None:
         """Stop listening, cut every open connection and remove the socket file. Idempotent."""
         server, self._server = self._server, None
         tcp, self._tcp = self._tcp, None
+        for extra in self._sockets:
+            extra.close()
+        self._sockets = []
         if tcp is not None:
             tcp.close()
             self.tcp_port = None

@@ -36,7 +36,7 @@ import signal
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -113,13 +113,19 @@ class ShellLaunch:
     ``argv`` must end up running ``bash --noprofile --norc`` reading commands from its stdin,
     with stdout/stderr passed through; ``command_path`` is where that shell sees the command
     file (the host path handed to the launcher, e.g. bind-mounted); ``setup`` is written to the
-    shell before the first command (its output must be silent on success)."""
+    shell before the first command (its output must be silent on success); ``pass_fds`` are
+    descriptors the launched process inherits (the shell closes this process's copies once it
+    started, or failed to); ``ready(pid)`` is awaited with the launched process's pid after it
+    started and before the first command is written (e.g. to prepare something the sandbox
+    needs from outside it); when it raises, the shell is killed and the call fails."""
 
     argv: Sequence[str]
     env: Mapping[str, str]
     cwd: Path
     command_path: str
     setup: str = ""
+    pass_fds: Sequence[int] = ()
+    ready: Callable[[int], Awaitable[None]] | None = None
 
 
 ShellLauncher = Callable[[Path], ShellLaunch]
@@ -152,10 +158,15 @@ class Shell:
                 env=dict(launch.env if launch is not None else env),
                 start_new_session=True,
                 bufsize=0,
+                pass_fds=tuple(launch.pass_fds) if launch is not None else (),
             )
         except BaseException:
             os.close(self._command_fd)
             raise
+        finally:
+            for fd in launch.pass_fds if launch is not None else ():
+                with contextlib.suppress(OSError):
+                    os.close(fd)
         assert self._proc.stdin is not None and self._proc.stdout is not None
         self._stdin = self._proc.stdin.fileno()
         self._stdout = self._proc.stdout.fileno()
@@ -170,6 +181,7 @@ class Shell:
         self._found: tuple[int, int] | None = None  # (index of the marker, end of its line)
         self._wakeup: asyncio.Future[None] | None = None
         self._closed = False
+        self._ready = launch.ready if launch is not None else None
         if launch is not None and launch.setup:
             try:
                 os.write(self._stdin, launch.setup.encode())
@@ -179,6 +191,12 @@ class Shell:
     @property
     def pid(self) -> int:
         return self._proc.pid
+
+    async def ready(self) -> None:
+        """Await the launch's ``ready`` hook (once; before the first command)."""
+        hook, self._ready = self._ready, None
+        if hook is not None:
+            await hook(self._proc.pid)
 
     @property
     def alive(self) -> bool:
@@ -364,7 +382,7 @@ class BashTool:
         async with self._lock:
             if restart:
                 await self._drop()
-                self._shell = self._start()
+                self._shell = await self._start()
                 return text_result("bash session restarted")
             if not command or not command.strip():
                 raise ToolError("bash: command is required (or restart: true)")
@@ -375,7 +393,7 @@ class BashTool:
     async def _exec(self, command: str, *, timeout_s: float) -> ToolResult:
         if self._shell is None or not self._shell.alive:
             await self._drop()
-            self._shell = self._start()
+            self._shell = await self._start()
         shell = self._shell
         try:
             async with asyncio.timeout(timeout_s):
@@ -403,14 +421,22 @@ class BashTool:
             return text_result(f"bash: exit code {code}\n{out}".rstrip("\n"), is_error=True)
         return text_result(out)
 
-    def _start(self) -> Shell:
+    async def _start(self) -> Shell:
         if self._private is None:
             self._private = Path(tempfile.mkdtemp(prefix="hangar-bash-"))
         try:
             launch = self._launcher(self._private) if self._launcher is not None else None
-            return Shell(self._workdir, self._env, self._private / "command", launch=launch)
+            shell = Shell(self._workdir, self._env, self._private / "command", launch=launch)
         except OSError as exc:
             raise ToolError(f"bash: cannot start the shell: {exc.strerror or exc}") from exc
+        try:
+            await shell.ready()
+        except BaseException as exc:
+            await shell.close()
+            if isinstance(exc, OSError):
+                raise ToolError(f"bash: cannot start the shell: {exc.strerror or exc}") from exc
+            raise
+        return shell
 
     def kill(self) -> None:
         """Kill the running command's process tree now (the shell included)."""
