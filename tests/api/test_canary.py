@@ -250,7 +250,7 @@ def test_mcp_credentials_reach_only_their_mcp_server_and_token_endpoint(
                 {"type": "url", "name": "oauth", "url": guarded.url},
             ],
             tools=[
-                TOOLSET,
+                TOOLSET,  # type: ignore[list-item]
                 {"type": "mcp_toolset", "mcp_server_name": "bear", **allow},  # type: ignore[list-item]
                 {"type": "mcp_toolset", "mcp_server_name": "oauth", **allow},  # type: ignore[list-item]
             ],
