@@ -1,7 +1,7 @@
 """MCP benchmark: the overhead Hangar adds to an MCP tool call, against a direct call.
 
     python bench/mcp.py [--backends sqlite,postgres] [--calls 200] [--direct 500]
-                        [--tunnel-url URL] [--out bench/results/mcp.json]
+                        [--no-tunnel] [--tunnel-url URL] [--out bench/results/mcp.json]
 
 A real `hangar serve` on loopback, the scripted model at zero latency, a real MCP server
 (tests/mcp_servers.py, streamable HTTP, the `add` tool) and an agent whose `mcp_toolset` allows
@@ -16,9 +16,13 @@ every tool. Measures, per backend:
   turn_with_mcp / turn_without_mcp
                    a whole turn from the client clock (POST user.message → session.status_idle on
                    the stream), with the MCP call and without any tool, alternated in one session.
-With --tunnel-url (an MCP URL that reaches the same kind of server through an MCP tunnel; the
-tunnel is set up outside this script), the Hangar cases run once more against that URL, under
-`tunnel_*` keys. Every loop is bounded in count and time; all traffic stays on 127.0.0.1.
+  tunnel_*         the Hangar cases once more with the agent's MCP URL on an MCP tunnel: a tunnel
+                   made through the API (with a CA certificate), a real `hangar tunnel`
+                   subprocess routing `bench=` to the same MCP server, and the agent's server URL
+                   `https://bench.<tunnel domain>/mcp`. tunnel_overhead = tunnel_mcp_dispatch -
+                   direct_call (what Hangar plus the relay add). `--no-tunnel` skips it;
+                   `--tunnel-url URL` uses a tunnel set up outside this script instead.
+Every loop is bounded in count and time; all traffic stays on 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -32,8 +36,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +52,7 @@ from runtime import IDLE, first, open_session, send, summary  # noqa: E402
 
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
 
+from hangar.sandbox.ca import SessionCA  # noqa: E402
 from hangar.testing import PostgresCluster, ServerProcess  # noqa: E402
 from hangar.testing.server import free_port  # noqa: E402
 
@@ -158,10 +163,51 @@ def mcp_server() -> Iterator[str]:
         child.wait(10)
 
 
-def tunnel_url(args: argparse.Namespace) -> str | None:
-    """The hook for MCP tunnels: the URL under which the benchmark's MCP server is reached through
-    a tunnel (set up by whoever runs this; `--tunnel-url`)."""
-    return str(args.tunnel_url) if args.tunnel_url else None
+@asynccontextmanager
+async def mcp_tunnel(c: httpx.AsyncClient, server_url: str, mcp_url: str) -> AsyncIterator[str]:
+    """A tunnel made through the API (with a CA certificate) and a `hangar tunnel` subprocess
+    routing `bench` to the MCP server; yields the agent-side URL of that server."""
+    r = await c.post("/v1/tunnels", json={"display_name": "bench"})
+    r.raise_for_status()
+    tunnel = r.json()
+    ca = SessionCA("bench-tunnel")
+    r = await c.post(
+        f"/v1/tunnels/{tunnel['id']}/certificates", json={"ca_certificate_pem": ca.cert_pem.decode()}
+    )
+    r.raise_for_status()
+    r = await c.post(f"/v1/tunnels/{tunnel['id']}/reveal_token")
+    r.raise_for_status()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HANGAR_")}
+    env["HANGAR_TUNNEL_TOKEN"] = r.json()["tunnel_token"]  # not on the command line
+    route = "bench=" + mcp_url.removesuffix("/mcp")
+    with tempfile.NamedTemporaryFile(prefix="hangar-bench-tunnel-", suffix=".log") as log:
+        relay = subprocess.Popen(
+            [sys.executable, "-m", "hangar", "tunnel", "--server", server_url, "--route", route],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            deadline = time.monotonic() + 30
+            while b"connected: tunnel" not in Path(log.name).read_bytes():
+                if relay.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"hangar tunnel did not connect:\n{Path(log.name).read_text()}")
+                await asyncio.sleep(0.05)
+            yield f"https://bench.{tunnel['domain']}/mcp"
+        finally:
+            relay.terminate()
+            relay.wait(10)
+            await c.post(f"/v1/tunnels/{tunnel['id']}/archive")
+
+
+async def tunnel_calls(
+    c: httpx.AsyncClient, srv: ServerProcess, mcp_url: str, args: argparse.Namespace
+) -> dict[str, Any]:
+    """The Hangar cases through an MCP tunnel (`--tunnel-url`, else one set up here)."""
+    if args.tunnel_url:
+        return await hangar_calls(c, str(args.tunnel_url), args.calls, prefix="tunnel_")
+    async with mcp_tunnel(c, srv.base_url, mcp_url) as url:
+        return await hangar_calls(c, url, args.calls, prefix="tunnel_")
 
 
 async def run_backend(
@@ -181,9 +227,8 @@ async def run_backend(
                 out |= await hangar_calls(c, mcp_url, args.calls)
                 for q in ("p50", "p95"):
                     out[f"mcp_overhead_{q}_ms"] = out[f"mcp_dispatch_{q}_ms"] - out[f"direct_call_{q}_ms"]
-                tunnel = tunnel_url(args)
-                if tunnel is not None:
-                    out |= await hangar_calls(c, tunnel, args.calls, prefix="tunnel_")
+                if args.tunnel or args.tunnel_url:
+                    out |= await tunnel_calls(c, srv, mcp_url, args)
                     for q in ("p50", "p95"):
                         out[f"tunnel_overhead_{q}_ms"] = (
                             out[f"tunnel_mcp_dispatch_{q}_ms"] - out[f"direct_call_{q}_ms"]
@@ -199,7 +244,10 @@ def main() -> int:
     p.add_argument("--backends", default="sqlite,postgres")
     p.add_argument("--calls", type=int, default=200, help="turns with an MCP call (and as many without)")
     p.add_argument("--direct", type=int, default=500, help="direct calls with the mcp client")
-    p.add_argument("--tunnel-url", default=None, help="the same MCP server reached through a tunnel")
+    p.add_argument(
+        "--no-tunnel", dest="tunnel", action="store_false", help="skip the cases through an MCP tunnel"
+    )
+    p.add_argument("--tunnel-url", default=None, help="use this tunnel URL to the same MCP server")
     p.add_argument("--out", default="bench/results/mcp.json")
     args = p.parse_args()
     results = []

@@ -12,7 +12,8 @@ Usage::
     scan.add("allowed host traffic", allowed.raw(), expected=True)
     scan.check()  # the canary is in every expected place and in no other
 
-Add new credential types by scanning more places (``scan.add``); the check stays the same.
+Add new credential types by scanning more places (``scan.add``); the check stays the same. Several
+canaries over the same places: ``scan.expecting(other_canary, "place", ...).check()``.
 """
 
 from __future__ import annotations
@@ -145,6 +146,12 @@ class CanaryScan:
                 self.add(f"{name}: {path}", path.read_bytes())
             except OSError:
                 continue
+
+    def expecting(self, canary: str, *names: str) -> CanaryScan:
+        """The same places, scanned for another ``canary`` that must be in exactly ``names``."""
+        unknown = set(names) - {name for name, _, _ in self.places}
+        assert not unknown, f"no such places: {sorted(unknown)}"
+        return CanaryScan(canary, [(name, data, name in names) for name, data, _ in self.places])
 
     def leaks(self) -> list[str]:
         needle = self.canary.encode()

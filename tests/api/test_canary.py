@@ -1,6 +1,7 @@
-"""Canary: an ``environment_variable`` credential's value reaches the host it is meant for and
-nothing else: not the sandbox, the events, the model's requests, the API's responses, the logs,
-the database or the workspace. The model is the fake Messages API (its requests are recorded);
+"""Canary: every credential type's secret reaches the host it is meant for and nothing else: not
+the sandbox, the events, the model's requests, the API's responses, the logs, the database or the
+workspace. ``environment_variable`` values go only to the allowed host through the egress proxy;
+``static_bearer`` and ``mcp_oauth`` tokens only to their MCP server and OAuth token endpoint. The model is the fake Messages API (its requests are recorded);
 every server is the test's own, on 127.0.0.1."""
 
 from __future__ import annotations
@@ -23,8 +24,10 @@ from hangar.testing.fake_anthropic import FakeAnthropic
 from tests.canary import CanaryScan, RecordingServer, TestCA, new_canary
 from tests.conftest import API_KEY
 from tests.helpers import strict
+from tests.mcp.oauth_server import TokenEndpoint
+from tests.mcp_servers import McpTestServer
 from tests.sessions_helpers import user_message, wait_idle
-from tests.vault_helpers import sync_url
+from tests.vault_helpers import FUTURE, bearer, oauth, refresh_cfg, sync_url
 
 pytestmark = pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap is not installed")
 MODEL = "claude-sonnet-4-6"
@@ -213,3 +216,90 @@ def test_a_credential_host_blocked_by_the_environment_is_a_session_error(
     # The turn went on: the model saw both results and answered.
     assert [e.type for e in events if e.type == "agent.message"] == ["agent.message"]
     assert canary not in json.dumps([e.model_dump(mode="json") for e in events])
+
+
+def test_mcp_credentials_reach_only_their_mcp_server_and_token_endpoint(
+    srv: ServerProcess, client: anthropic.Anthropic, fake: FakeAnthropic, responses: list[str]
+) -> None:
+    """A ``static_bearer`` token and an ``mcp_oauth`` credential (an access token the server no
+    longer accepts, a refresh token and a ``client_secret_post`` secret, refreshed through a real
+    token endpoint that issues a canary access token) are used by one session, alongside bash in
+    the sandbox. Each canary is only in what its MCP server or the token endpoint received."""
+    bearer_token, stale_access = new_canary("bearer"), new_canary("oauthaccess")
+    refresh_token, client_secret = new_canary("refresh"), new_canary("clientsecret")
+    with (
+        McpTestServer(name="bear", tokens={bearer_token}) as bear,
+        McpTestServer(name="oauth", tokens=set()) as guarded,
+        TokenEndpoint(guarded) as endpoint,
+    ):
+        endpoint.refresh_token = refresh_token
+        endpoint.prefix = new_canary("issued")
+        vault = client.beta.vaults.create(display_name="mcp canary")
+        client.beta.vaults.credentials.create(vault.id, auth=bearer(bear.url, bearer_token))  # type: ignore[arg-type]
+        refresh = refresh_cfg(endpoint.url, refresh_token, "client_secret_post", client_secret)
+        client.beta.vaults.credentials.create(
+            vault.id,
+            auth=oauth(guarded.url, stale_access, expires_at=FUTURE, refresh=refresh),  # type: ignore[arg-type]
+        )
+        allow = {"default_config": {"permission_policy": {"type": "always_allow"}}}
+        agent = client.beta.agents.create(
+            name="mcp canary",
+            model=MODEL,
+            mcp_servers=[
+                {"type": "url", "name": "bear", "url": bear.url},
+                {"type": "url", "name": "oauth", "url": guarded.url},
+            ],
+            tools=[
+                TOOLSET,  # type: ignore[list-item]
+                {"type": "mcp_toolset", "mcp_server_name": "bear", **allow},  # type: ignore[list-item]
+                {"type": "mcp_toolset", "mcp_server_name": "oauth", **allow},  # type: ignore[list-item]
+            ],
+        )
+        env = client.beta.environments.create(name="mcp canary")
+        sid = client.beta.sessions.create(agent=agent.id, environment_id=env.id, vault_ids=[vault.id]).id
+
+        # The sandbox greps for every canary, and for a probe it planted (to show the grep works).
+        secrets = [bearer_token, stale_access, refresh_token, client_secret, endpoint.prefix, "grepprobe"]
+        hidden = base64.b64encode("\n".join(secrets).encode()).decode()
+        fake.enqueue_tool_use("mcp__bear__echo", {"text": "via bearer"})
+        fake.enqueue_tool_use("mcp__oauth__add", {"a": 40, "b": 2})
+        fake.enqueue_tool_use("bash", {"command": "env; tr '\\0' '\\n' </proc/self/environ"})
+        grep = f"echo grepprobe > /tmp/probe; echo {hidden} | base64 -d | grep -rlaF -f - /workspace /tmp /home /run /etc /dev/shm"
+        fake.enqueue_tool_use("bash", {"command": f"{grep} 2>/dev/null; echo done"})
+        fake.enqueue_text("done")
+        client.beta.sessions.events.send(sid, events=[user_message("go")])  # type: ignore[list-item]
+        events = wait_idle(client, sid, timeout=60)
+        results = [e for e in events if e.type == "agent.mcp_tool_result"]
+        assert [(r.is_error, r.content[0].text) for r in results] == [(False, "via bearer"), (False, "42")]
+        assert not [e for e in events if e.type == "session.error"]
+        texts = tool_texts(events)
+        assert len(texts) == 2 and "PATH=" in texts[0], texts
+        # Found: the probe, and the command itself (it names the probe); no file with a canary.
+        assert sorted(texts[1].splitlines()) == ["/run/hangar/cmd/command", "/tmp/probe", "done"], texts
+        issued = f"{endpoint.prefix}-1"
+        assert endpoint.issued == [issued]
+        assert guarded.tokens_seen[0] == stale_access and set(guarded.tokens_seen[1:]) == {issued}
+        assert bear.tokens_seen and set(bear.tokens_seen) == {bearer_token}
+        assert endpoint.requests[0]["client_secret"] == client_secret
+        rotated = endpoint.refresh_token
+        client.beta.vaults.credentials.list(vault.id)  # scanned with every other response
+        raw_events = httpx2.get(
+            f"{srv.base_url}/v1/sessions/{sid}/events?limit=1000", headers={"x-api-key": API_KEY}
+        )
+        assert raw_events.status_code == 200
+        scan = CanaryScan(bearer_token)
+        scan.add("stored events", raw_events.text)
+        scan.add("API responses", "\n".join(responses))
+        scan.add("model requests", "\n".join(json.dumps(r.body) for r in fake.requests))
+        scan.add("database", dump_database(srv))
+        scan.add_dir("data dir (log, workspaces, database files)", srv.data_dir)
+        scan.add("server log", srv.log())
+        scan.add("bearer MCP server (tokens presented)", "\n".join(bear.tokens_seen), expected=True)
+        scan.add("oauth MCP server (tokens presented)", "\n".join(guarded.tokens_seen))
+        scan.add("token endpoint (requests)", json.dumps(endpoint.requests))
+    scan.check()
+    scan.expecting(stale_access, "oauth MCP server (tokens presented)").check()
+    scan.expecting(endpoint.prefix, "oauth MCP server (tokens presented)").check()
+    scan.expecting(refresh_token, "token endpoint (requests)").check()
+    scan.expecting(client_secret, "token endpoint (requests)").check()
+    scan.expecting(rotated).check()  # issued by the endpoint, stored sealed, never sent
