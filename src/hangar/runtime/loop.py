@@ -149,7 +149,7 @@ class Loop:
             case State.MODEL_REQUEST:
                 return await self._model_request(session_id, hint.span_start_id, hint.session)
             case State.TOOLS:
-                return await self._tools(session_id)
+                return await self._tools(session_id, hint.session)
             case State.AWAIT:
                 await self._await(session_id)
                 return None  # idle: input that arrives later wakes the driver again
@@ -210,7 +210,7 @@ class Loop:
             if runnable:
                 await tx.append(*opening, *results)
                 tx.save(data=data, status="running")
-                return Step(State.TOOLS)
+                return Step(State.TOOLS, session=replace(tx.session, data=data, status="running"))
             events = await tx.append(
                 *opening, *results, NewEvent(ev.SPAN_MODEL_START, {}, thread_id=thread_id)
             )
@@ -278,23 +278,31 @@ class Loop:
     async def _open_span(self, session_id: str) -> str:
         """Open a model request (after a retry wait, a tool round or a restart), taking in any
         message the client sent meanwhile, and closing a span a crash left open."""
-        pending = [e for e in await self.store.events.pending(session_id) if e.type in STEERING]
+        pending = await self._steering(session_id)
         async with self.journal.transaction(session_id, durable=False) as tx:
             data = dict(tx.session.data)
-            thread_id = data["primary_thread_id"]
-            opening: list[NewEvent] = []
-            if data.get("open_span"):
-                opening.append(self._span_end(data["open_span"], thread_id, Usage(), is_error=True))
-            if tx.session.status == "rescheduling":
-                opening.append(NewEvent(ev.STATUS_RUNNING, {}, thread_id=thread_id))
-            if pending:
-                await self.store.events.mark_processed(
-                    tx.conn, session_id, [e.seq for e in pending], at=tx.at, after_seq=tx.last_seq
-                )
-            events = await tx.append(*opening, NewEvent(ev.SPAN_MODEL_START, {}, thread_id=thread_id))
-            data["open_span"] = events[-1].id
-            tx.save(data=data, status="running")
-            return events[-1].id
+            return await self._span_opening(tx, data, pending)
+
+    async def _steering(self, session_id: str) -> list[StoredEvent]:
+        return [e for e in await self.store.events.pending(session_id) if e.type in STEERING]
+
+    async def _span_opening(self, tx: Tx, data: dict[str, Any], pending: list[StoredEvent]) -> str:
+        """In ``tx``: take in ``pending`` messages, close a span a crash left open, append
+        ``span.model_request_start`` and stage ``data``; returns the span's id."""
+        thread_id = data["primary_thread_id"]
+        opening: list[NewEvent] = []
+        if data.get("open_span"):
+            opening.append(self._span_end(data["open_span"], thread_id, Usage(), is_error=True))
+        if tx.session.status == "rescheduling":
+            opening.append(NewEvent(ev.STATUS_RUNNING, {}, thread_id=thread_id))
+        if pending:
+            await self.store.events.mark_processed(
+                tx.conn, tx.session.id, [e.seq for e in pending], at=tx.at, after_seq=tx.last_seq
+            )
+        events = await tx.append(*opening, NewEvent(ev.SPAN_MODEL_START, {}, thread_id=thread_id))
+        data["open_span"] = events[-1].id
+        tx.save(data=data, status="running")
+        return events[-1].id
 
     async def _stream(self, session_id: str, request: ModelRequest, ids: PreviewIds) -> ModelResponse:
         """Consume the model's stream, publishing previews to streams that asked for them."""
@@ -373,7 +381,7 @@ class Loop:
             data["calls"] = c.dump_calls(open_calls)
             if any(x.state == "pending" for x in open_calls):
                 tx.save(data=data)
-                return Step(State.TOOLS)
+                return Step(State.TOOLS, session=replace(tx.session, data=data))
             if open_calls:
                 tx.save(data=data)
                 return Step(State.AWAIT)
@@ -387,10 +395,12 @@ class Loop:
                 await self._append_idle(tx, data, {"type": "end_turn"})
             return None  # idle: input that arrives later wakes the driver again
 
-    async def _tools(self, session_id: str) -> Step:
-        """Run the turn's allowed calls one by one, each persisted as running first."""
+    async def _tools(self, session_id: str, session: SessionRecord | None = None) -> Step:
+        """Run the turn's allowed calls one by one, each persisted as running first. ``session``
+        is the row as the previous transition left it (else it is read)."""
         while True:
-            session = await self.store.sessions.get(None, session_id)
+            if session is None:
+                session = await self.store.sessions.get(None, session_id)
             if session is None or session.status not in ("running", "rescheduling"):
                 return Step(State.UNKNOWN)
             open_calls = c.load_calls(session.data)
@@ -399,31 +409,34 @@ class Loop:
                 return Step(State.AWAIT) if open_calls else Step(State.MODEL_REQUEST)
             thread_id = session.data["primary_thread_id"]
             if call.state == "running":
-                await self._resolve(session_id, call, c.result_for(call, RESTARTED, thread_id, is_error=True))
+                restarted = c.result_for(call, RESTARTED, thread_id, is_error=True)
+                step, session = await self._resolve(session, call, restarted)
+                if step is not None:
+                    return step
                 continue
             async with self.journal.transaction(session_id, durable=False) as tx:
                 data = dict(tx.session.data)
                 data["calls"] = c.dump_calls(c.with_state(c.load_calls(data), call.id, "running"))
                 tx.save(data=data)
+                session = replace(tx.session, data=data)
             executor = await self._executor(session)
             if call.kind == "mcp" and self.mcp is not None:
                 outcome, error = await self.mcp.call(session, call, executor)
                 result = c.mcp_tool_result(call.id, outcome.content, thread_id, is_error=outcome.is_error)
-                errors = error_events([error] if error else [], thread_id)
-                await self._resolve(session_id, call, result, *errors)
-                continue
-            ran = await executor.run(call.name, call.input)
-            # e.g. credential_host_unreachable_error, seen by the sandbox's egress proxy
-            reported = [
-                NewEvent(ev.SESSION_ERROR, {"error": error}, thread_id=thread_id)
-                for error in executor.take_session_errors()
-            ]
-            await self._resolve(
-                session_id,
-                call,
-                c.tool_result(call.id, ran.content, thread_id, is_error=ran.is_error),
-                *reported,
-            )
+                step, session = await self._resolve(
+                    session, call, result, *error_events([error] if error else [], thread_id)
+                )
+            else:
+                ran = await executor.run(call.name, call.input)
+                # e.g. credential_host_unreachable_error, seen by the sandbox's egress proxy
+                reported = [
+                    NewEvent(ev.SESSION_ERROR, {"error": error}, thread_id=thread_id)
+                    for error in executor.take_session_errors()
+                ]
+                result = c.tool_result(call.id, ran.content, thread_id, is_error=ran.is_error)
+                step, session = await self._resolve(session, call, result, *reported)
+            if step is not None:
+                return step
 
     async def _executor(self, session: SessionRecord) -> WorkspaceExecutor:
         agent = session.data["agent"]
@@ -438,12 +451,25 @@ class Loop:
             mcp_servers=[str(s["url"]) for s in agent.get("mcp_servers") or ()],
         )
 
-    async def _resolve(self, session_id: str, call: c.Call, *events: NewEvent) -> None:
-        async with self.journal.transaction(session_id, durable=False) as tx:
+    async def _resolve(
+        self, session: SessionRecord, call: c.Call, *events: NewEvent
+    ) -> tuple[Step | None, SessionRecord]:
+        """Record a call's result. When it was the turn's last open call, the next model request
+        opens in the same transaction (and is returned as the next step); otherwise returns
+        ``None`` and the row as written, for the next call."""
+        last = not c.without(c.load_calls(session.data), call.id)  # only the loop changes calls
+        pending = await self._steering(session.id) if last else []
+        async with self.journal.transaction(session.id, durable=False) as tx:
             data = dict(tx.session.data)
-            data["calls"] = c.dump_calls(c.without(c.load_calls(data), call.id))
+            remaining = c.without(c.load_calls(data), call.id)
+            data["calls"] = c.dump_calls(remaining)
             await tx.append(*events)
-            tx.save(data=data)
+            if remaining:
+                tx.save(data=data)
+                return None, replace(tx.session, data=data)
+            span = await self._span_opening(tx, data, pending)
+            written = replace(tx.session, data=data, status="running")
+            return Step(State.MODEL_REQUEST, span_start_id=span, session=written), written
 
     async def _await(self, session_id: str) -> None:
         async with self.journal.transaction(session_id, durable=False) as tx:
