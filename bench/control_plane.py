@@ -20,6 +20,7 @@ import json
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -231,6 +232,45 @@ async def run_backend(name: str, url: str | None, args: argparse.Namespace) -> d
             srv.stop()
 
 
+def run_backends(
+    backends: str, run: Callable[[str, str | None], dict[str, Any]], db_name: str
+) -> list[dict[str, Any]]:
+    """``run(backend, database_url)`` for each of the comma-separated ``backends``, PostgreSQL in
+    a throwaway cluster started once (``database_url`` ``None``: SQLite)."""
+    results = []
+    cluster: PostgresCluster | None = None
+    try:
+        for backend in [b.strip() for b in backends.split(",") if b.strip()]:
+            url = None
+            if backend == "postgres":
+                cluster = cluster or PostgresCluster().start()
+                url = cluster.create_database(db_name)
+            results.append(run(backend, url))
+    finally:
+        if cluster:
+            cluster.stop()
+    return results
+
+
+def report(results: list[dict[str, Any]], out_path: str | Path, note: str = "") -> None:
+    """Print one row per metric and one column per backend, and write the JSON results."""
+    keys = [k for k in results[0] if k != "backend"]
+    print(f"{'metric':34}" + "".join(f"{r['backend']:>14}" for r in results))
+    for k in keys:
+        print(
+            f"{k:34}"
+            + "".join(f"{r[k]:>14.2f}" if isinstance(r[k], float) else f"{r[k]:>14}" for r in results)
+        )
+    if note:
+        print(note)
+    out = Path(out_path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(
+        json.dumps({"at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "results": results}, indent=2)
+    )
+    print(f"wrote {out}")
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--backends", default="sqlite,postgres")
@@ -241,31 +281,10 @@ def main() -> int:
     p.add_argument("--idle-sessions", type=int, default=10_000)
     p.add_argument("--out", default="bench/results/control_plane.json")
     args = p.parse_args()
-    results = []
-    cluster: PostgresCluster | None = None
-    try:
-        for backend in [b.strip() for b in args.backends.split(",") if b.strip()]:
-            url = None
-            if backend == "postgres":
-                cluster = cluster or PostgresCluster().start()
-                url = cluster.create_database("bench")
-            results.append(asyncio.run(run_backend(backend, url, args)))
-    finally:
-        if cluster:
-            cluster.stop()
-    keys = [k for k in results[0] if k != "backend"]
-    print(f"{'metric':34}" + "".join(f"{r['backend']:>14}" for r in results))
-    for k in keys:
-        print(
-            f"{k:34}"
-            + "".join(f"{r[k]:>14.2f}" if isinstance(r[k], float) else f"{r[k]:>14}" for r in results)
-        )
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(
-        json.dumps({"at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "results": results}, indent=2)
+    results = run_backends(
+        args.backends, lambda name, url: asyncio.run(run_backend(name, url, args)), "bench"
     )
-    print(f"wrote {out}")
+    report(results, args.out)
     return 0
 
 

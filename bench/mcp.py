@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import socket
 import subprocess
@@ -47,13 +46,13 @@ import httpx
 # helpers; then it is taken off again (runtime puts it first), because `import mcp` must find the
 # SDK, not this file.
 HERE = Path(__file__).resolve().parent
-from control_plane import HEADERS, KEY, msg  # noqa: E402
+from control_plane import HEADERS, KEY, msg, report, run_backends  # noqa: E402
 from runtime import IDLE, first, open_session, send, summary  # noqa: E402
 
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
 
 from hangar.sandbox.ca import SessionCA  # noqa: E402
-from hangar.testing import PostgresCluster, ServerProcess  # noqa: E402
+from hangar.testing import ServerProcess  # noqa: E402
 from hangar.testing.server import free_port  # noqa: E402
 
 DEADLINE_S = 300
@@ -250,33 +249,11 @@ def main() -> int:
     p.add_argument("--tunnel-url", default=None, help="use this tunnel URL to the same MCP server")
     p.add_argument("--out", default="bench/results/mcp.json")
     args = p.parse_args()
-    results = []
-    cluster: PostgresCluster | None = None
     with mcp_server() as mcp_url:
-        try:
-            for backend in [b.strip() for b in args.backends.split(",") if b.strip()]:
-                url = None
-                if backend == "postgres":
-                    cluster = cluster or PostgresCluster().start()
-                    url = cluster.create_database("bench_mcp")
-                results.append(asyncio.run(run_backend(backend, url, args, mcp_url)))
-        finally:
-            if cluster:
-                cluster.stop()
-    keys = [k for k in results[0] if k != "backend"]
-    print(f"{'metric':34}" + "".join(f"{r['backend']:>14}" for r in results))
-    for k in keys:
-        print(
-            f"{k:34}"
-            + "".join(f"{r[k]:>14.2f}" if isinstance(r[k], float) else f"{r[k]:>14}" for r in results)
+        results = run_backends(
+            args.backends, lambda name, url: asyncio.run(run_backend(name, url, args, mcp_url)), "bench_mcp"
         )
-    print("(target: mcp_overhead_p50_ms <= 3)")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(
-        json.dumps({"at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "results": results}, indent=2)
-    )
-    print(f"wrote {out}")
+    report(results, args.out, "(target: mcp_overhead_p50_ms <= 3)")
     return 0
 
 

@@ -41,9 +41,9 @@ import httpx
 
 # Run as `python bench/runtime.py`: this directory is on sys.path; share control_plane's helpers.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from control_plane import HEADERS, KEY, msg, new_session, pct
+from control_plane import HEADERS, KEY, msg, new_session, pct, report, run_backends
 
-from hangar.testing import PostgresCluster, ServerProcess
+from hangar.testing import ServerProcess
 
 DEADLINE_S = 300
 WAIT_S = 30
@@ -260,31 +260,10 @@ def main() -> int:
     p.add_argument("--settle-ms", type=float, default=50, help="wait after the start event")
     p.add_argument("--out", default="bench/results/runtime.json")
     args = p.parse_args()
-    results = []
-    cluster: PostgresCluster | None = None
-    try:
-        for backend in [b.strip() for b in args.backends.split(",") if b.strip()]:
-            url = None
-            if backend == "postgres":
-                cluster = cluster or PostgresCluster().start()
-                url = cluster.create_database("bench_runtime")
-            results.append(asyncio.run(run_backend(backend, url, args)))
-    finally:
-        if cluster:
-            cluster.stop()
-    keys = [k for k in results[0] if k != "backend"]
-    print(f"{'metric':34}" + "".join(f"{r['backend']:>14}" for r in results))
-    for k in keys:
-        print(
-            f"{k:34}"
-            + "".join(f"{r[k]:>14.2f}" if isinstance(r[k], float) else f"{r[k]:>14}" for r in results)
-        )
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(
-        json.dumps({"at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "results": results}, indent=2)
+    results = run_backends(
+        args.backends, lambda name, url: asyncio.run(run_backend(name, url, args)), "bench_runtime"
     )
-    print(f"wrote {out}")
+    report(results, args.out)
     return 0
 
 

@@ -58,7 +58,7 @@ import httpx
 
 # Run as `python bench/sandbox.py`: this directory is on sys.path; share runtime's helpers.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from control_plane import HEADERS, KEY, msg
+from control_plane import HEADERS, KEY, msg, pct
 from runtime import EventStream, Frame, first, open_session, send
 
 from hangar.config import Settings
@@ -69,11 +69,6 @@ NETWORKING: dict[str, dict[str, Any] | None] = {
     "unrestricted": None,
     "limited": {"type": "limited", "allowed_hosts": [], "allow_package_managers": False},
 }
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 DEADLINE_S = 240  # per leg and mode

@@ -23,13 +23,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from control_plane import pct
+
 from hangar.config import Settings
 from hangar.runtime.tools import WorkspaceExecutor
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 async def measure(
