@@ -134,6 +134,10 @@ def test_agent_calls_a_private_mcp_server_through_a_tunnel(
         for n in (2, 3):
             events = last_turn(turn(client, sid, tool("mcp__private__add", a=n, b=n), n))
             assert connection_errors(events) == [("mcp_connection_failed_error", "private")]
+            # The error says why (the tunnel's own words), never a URL or token.
+            message = of_type(events, "session.error")[0].error.message
+            assert "no `hangar tunnel` client is connected" in message or "disconnected" in message
+            assert token not in message
             assert events[-1].stop_reason.type == "end_turn"
             assert len(of_type(events, "agent.message")) == 1
             results = of_type(events, "agent.mcp_tool_result")
@@ -154,6 +158,8 @@ def test_agent_calls_a_private_mcp_server_through_a_tunnel(
             sid_b = session_for(other, [{"name": "private", "url": url}], {"private": ALLOW_ALL})
             events = last_turn(turn(other, sid_b, tool("mcp__private__echo", text="stolen"), 1))
             assert connection_errors(events) == [("mcp_connection_failed_error", "private")]
+            # the same words as for a domain no tunnel has: nothing about the other workspace
+            assert "no tunnel has the domain" in of_type(events, "session.error")[0].error.message
             assert not of_type(events, "agent.mcp_tool_result")
             assert events[-1].stop_reason.type == "end_turn"
         assert private.calls_of("echo") == 1

@@ -50,6 +50,13 @@ __all__ = ["TunnelConnection", "TunnelHub", "TunnelTransport"]
 log = logging.getLogger(__name__)
 
 
+class TunnelRefused(httpx2.ConnectError):
+    """Why a tunnel cannot carry a request. The message names no secret (a tunnel id, a domain,
+    a route), so the MCP client shows it in ``session.error`` (``safe_to_show``)."""
+
+    safe_to_show = True
+
+
 class _Closed(Exception):
     """The tunnel connection went away."""
 
@@ -143,7 +150,7 @@ class TunnelConnection:
             info = load_json(payload)
             message = f"tunnel {self.tunnel_id}: {info.get('message', 'the upstream request failed')}"
             reached = bool(info.get("reached", True)) or stream.head.done()
-            stream.fail(httpx2.ReadError(message) if reached else httpx2.ConnectError(message))
+            stream.fail(httpx2.ReadError(message) if reached else TunnelRefused(message))
             self._forget(stream)
         else:
             raise ProtocolError(f"a client may not send {kind.name} frames")
@@ -191,7 +198,7 @@ class TunnelConnection:
             await self.send(json_frame(stream.id, Kind.HEAD, head))
         except _Closed:
             self._streams.pop(stream.id, None)
-            raise httpx2.ConnectError(
+            raise TunnelRefused(
                 f"the client of tunnel {self.tunnel_id} disconnected", request=request
             ) from None
         if has_body:
@@ -267,7 +274,7 @@ class TunnelTransport(httpx2.AsyncBaseTransport):
 
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
         if not self.route:
-            raise httpx2.ConnectError(
+            raise TunnelRefused(
                 f"{request.url.host} names no route: tunnel URLs look like https://<route>.<tunnel domain>/…",
                 request=request,
             )
@@ -316,7 +323,7 @@ class TunnelHub:
         """The live connection for ``domain``'s tunnel; :class:`httpx2.ConnectError` saying why not."""
 
         def refuse(message: str) -> httpx2.ConnectError:
-            return httpx2.ConnectError(message, request=request)
+            return TunnelRefused(message, request=request)
 
         route = await self._tunnels.route_by_domain(domain)
         if route is None or (workspace_id is not None and route.workspace_id != workspace_id):

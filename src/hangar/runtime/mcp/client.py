@@ -563,6 +563,8 @@ def _describe(exc: BaseException, observer: Observer) -> str:
     for leaf in _leaves(exc):
         if isinstance(leaf, httpx2.HTTPStatusError):
             return f"HTTP {leaf.response.status_code}"
+        if getattr(leaf, "safe_to_show", False):  # e.g. an MCP tunnel saying why it is closed
+            return str(leaf)
         if isinstance(leaf, NOT_SENT):
             return "connection timed out" if isinstance(leaf, httpx2.ConnectTimeout) else "connection refused"
         if isinstance(leaf, httpx2.TimeoutException):
