@@ -45,6 +45,7 @@ from hangar.runtime.tools.executor import ExecutorPool, WorkspaceExecutor
 from hangar.sandbox.inject import load_env_credentials
 from hangar.store import Store
 from hangar.store.bus import EventBus, Preview
+from hangar.store.db import now_us
 from hangar.store.events import NewEvent, StoredEvent
 from hangar.store.sessions import SessionRecord
 from hangar.wire import events as ev
@@ -414,11 +415,10 @@ class Loop:
                 if step is not None:
                     return step
                 continue
-            async with self.journal.transaction(session_id, durable=False) as tx:
-                data = dict(tx.session.data)
-                data["calls"] = c.dump_calls(c.with_state(c.load_calls(data), call.id, "running"))
-                tx.save(data=data)
-                session = replace(tx.session, data=data)
+            # Persisted before it runs (a restart reports it interrupted, never runs it twice).
+            calls = c.dump_calls(c.with_state(open_calls, call.id, "running"))
+            await self.store.sessions.set_calls(session_id, calls, at=now_us())
+            session = replace(session, data={**session.data, "calls": calls})
             executor = await self._executor(session)
             if call.kind == "mcp" and self.mcp is not None:
                 outcome, error = await self.mcp.call(session, call, executor)

@@ -132,6 +132,13 @@ class Database:
         raise NotImplementedError
         yield  # pragma: no cover
 
+    @asynccontextmanager
+    async def autocommit(self) -> AsyncIterator[Conn]:
+        """A connection whose statements each commit on their own, without waiting for the
+        disk where the engine allows it: for the loop's one-statement bookkeeping writes."""
+        async with self.write(durable=False) as conn:
+            yield conn
+
     def for_update(self, stmt: sa.Select[Any]) -> sa.Select[Any]:
         return stmt
 
@@ -190,6 +197,9 @@ class PostgresDatabase(Database):
         # `SET LOCAL` (one more round trip) in every transaction.
         self._relaxed = relaxed
         self._relaxed_writers = _Held(relaxed, 4) if relaxed is not None else None
+        self._relaxed_single = (
+            _Held(relaxed.execution_options(isolation_level="AUTOCOMMIT"), 4) if relaxed is not None else None
+        )
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[Conn]:
@@ -211,11 +221,21 @@ class PostgresDatabase(Database):
                 raise
             await tx.commit()
 
+    @asynccontextmanager
+    async def autocommit(self) -> AsyncIterator[Conn]:
+        # No BEGIN and COMMIT round trips around a single statement.
+        if self._relaxed_single is None:
+            async with self.write(durable=False) as conn:
+                yield conn
+            return
+        async with self._relaxed_single.acquire() as conn:
+            yield conn
+
     def for_update(self, stmt: sa.Select[Any]) -> sa.Select[Any]:
         return stmt.with_for_update()
 
     async def close(self) -> None:
-        for pool in (self._readers, self._writers, self._relaxed_writers):
+        for pool in (self._readers, self._writers, self._relaxed_writers, self._relaxed_single):
             if pool is not None:
                 await pool.close()
         await self.engine.dispose()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -72,6 +73,14 @@ class SessionStore:
                     stmt = stmt.where(sessions.c.workspace_id == sa.bindparam("workspace_id"))
                 self._get[(scoped, lock)] = Prepared(db.for_update(stmt) if lock else stmt)
         self._updates: dict[tuple[str, ...], Prepared] = {}
+        json_set = (
+            "jsonb_set(data::jsonb, '{calls}', CAST(:calls AS jsonb))::json"
+            if db.dialect == "postgresql"
+            else "json_set(data, '$.calls', json(:calls))"
+        )
+        self._set_calls = Prepared(
+            sa.text(f"UPDATE sessions SET data = {json_set}, updated_at = :at WHERE id = :id")  # noqa: S608
+        )
 
     async def insert(self, conn: Conn, record: SessionRecord) -> None:
         await conn.execute(sessions.insert().values(**record.__dict__))
@@ -94,6 +103,13 @@ class SessionStore:
             params["workspace_id"] = workspace_id
         row = (await conn.run(self._get[(workspace_id is not None, lock)], params)).first()
         return _session(row) if row is not None else None
+
+    async def set_calls(self, session_id: str, calls: list[dict[str, Any]], *, at: int) -> None:
+        """Replace just ``data["calls"]`` of the session row, in one statement of its own (the loop
+        marking a call as running before it runs it): the rest of ``data`` is left as it is in
+        the database, so no read, lock or transaction is needed around it."""
+        async with self.db.autocommit() as conn:
+            await conn.run(self._set_calls, {"calls": json.dumps(calls), "at": at, "id": session_id})
 
     async def set_row(self, conn: Conn, session_id: str, values: dict[str, Any]) -> None:
         """Write ``values`` (column → value) to the session row (the journal's one write per
