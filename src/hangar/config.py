@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -43,6 +44,17 @@ class Settings(BaseSettings):
         description=(
             "SQLAlchemy-style database URL. Unset: SQLite at `<data_dir>/hangar.db`. "
             "`postgresql://user@host:port/db` selects PostgreSQL (psycopg 3)."
+        ),
+    )
+    durability: Literal["process", "disk"] = Field(
+        default="process",
+        description=(
+            "`process`: every acknowledged write survives Hangar's process being killed at any "
+            "moment; an operating-system or database-server crash may lose the last fraction of a "
+            "second of writes (SQLite `synchronous=NORMAL` in WAL mode, PostgreSQL "
+            "`synchronous_commit=off`). `disk`: a client's write is acknowledged only once it is "
+            "on disk (SQLite `synchronous=FULL`, PostgreSQL `synchronous_commit=on`), at the cost "
+            "of a disk flush per request (about 4 ms on the reference machine)."
         ),
     )
     api_key: SecretStr | None = Field(

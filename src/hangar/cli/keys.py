@@ -37,7 +37,7 @@ def api_key_setting(settings: Settings) -> str | None:
 async def startup_keys(settings: Settings) -> str | None:
     """Keys at server start: register ``HANGAR_API_KEY``; on a database with no admin key yet
     (and none given), create one and return its plaintext (shown once by ``serve``)."""
-    db = open_database(settings.resolved_database_url)
+    db = open_database(settings.resolved_database_url, settings.durability)
     try:
         keys = Store.open(db).keys
         await keys.ensure_workspace()
@@ -66,7 +66,7 @@ def _with_store(settings: Settings, work: Callable[[Store], Awaitable[T]]) -> T:
         raise fail(f"cannot reach {display_url(settings.resolved_database_url)}: {exc.orig}") from exc
 
     async def run() -> T:
-        db = open_database(settings.resolved_database_url)
+        db = open_database(settings.resolved_database_url, settings.durability)
         try:
             return await work(Store.open(db))
         finally:

@@ -41,7 +41,7 @@ def generate_key_cmd() -> None:
 
 
 async def _reseal(settings: Settings, box: SecretBox) -> ResealReport:
-    db = open_database(settings.resolved_database_url)
+    db = open_database(settings.resolved_database_url, settings.durability)
     try:
         store = Store.open(db, box)
         first = await store.vaults.reseal_all()
@@ -56,7 +56,7 @@ async def _reseal(settings: Settings, box: SecretBox) -> ResealReport:
 
 
 async def _stored_key_ids(settings: Settings) -> dict[str, int]:
-    db = open_database(settings.resolved_database_url)
+    db = open_database(settings.resolved_database_url, settings.durability)
     try:
         store = Store.open(db)
         return dict(

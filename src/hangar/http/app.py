@@ -67,7 +67,7 @@ def create_app(settings: Settings) -> FastAPI:
         check_schema(settings)
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         secrets = SecretBox.from_settings(settings)  # refuses a malformed key or a loose key file
-        db = open_database(settings.resolved_database_url)
+        db = open_database(settings.resolved_database_url, settings.durability)
         store = Store.open(db, secrets)
         await store.keys.ensure_workspace()
         tunnels = TunnelHub(

@@ -239,7 +239,7 @@ class PostgresDatabase(Database):
             if pool is not None:
                 await pool.close()
         await self.engine.dispose()
-        if self._relaxed is not None:
+        if self._relaxed is not None and self._relaxed is not self.engine:
             await self._relaxed.dispose()
 
 
@@ -328,7 +328,11 @@ class _ThreadConn:
 class SqliteDatabase(Database):
     dialect = "sqlite"
 
-    def __init__(self, url: str, readers: int = 4, *, inline: bool = True) -> None:
+    def __init__(
+        self, url: str, readers: int = 4, *, inline: bool = True, synchronous: str = "NORMAL"
+    ) -> None:
+        if synchronous not in ("NORMAL", "FULL"):
+            raise ValueError(f"synchronous must be NORMAL or FULL, not {synchronous!r}")
         self.inline = inline
         sync_url = url.replace("sqlite+aiosqlite://", "sqlite://")
         self.engine = sa.create_engine(
@@ -348,7 +352,7 @@ class SqliteDatabase(Database):
         def _on_connect(dbapi_conn: Any, _record: Any) -> None:
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute(f"PRAGMA synchronous={synchronous}")
             cur.execute("PRAGMA busy_timeout=5000")
             cur.execute("PRAGMA foreign_keys=ON")
             cur.close()
@@ -400,18 +404,29 @@ class SqliteDatabase(Database):
         self.engine.dispose()
 
 
-def open_database(url: str) -> Database:
-    """Open the database at an async SQLAlchemy URL (see ``Settings.resolved_database_url``)."""
+def open_database(url: str, durability: str = "process") -> Database:
+    """Open the database at an async SQLAlchemy URL (see ``Settings.resolved_database_url``).
+
+    ``durability`` (``Settings.durability``): ``"process"``, every acknowledged write survives
+    Hangar's process dying at any moment, and an operating-system (or PostgreSQL) crash may
+    lose the last fraction of a second of writes (SQLite ``synchronous=NORMAL`` in WAL mode,
+    PostgreSQL ``synchronous_commit=off``); ``"disk"``, a write is acknowledged only once it
+    is on disk (SQLite ``synchronous=FULL``; PostgreSQL ``synchronous_commit=on`` for client
+    writes, the loop's own transitions stay relaxed: a crash can only roll them back whole)."""
+    if durability not in ("process", "disk"):
+        raise ValueError(f"durability must be 'process' or 'disk', not {durability!r}")
     if url.startswith("sqlite"):
-        return SqliteDatabase(url)
+        return SqliteDatabase(url, synchronous="FULL" if durability == "disk" else "NORMAL")
     # No pre-ping: it costs a round trip on every checkout. A connection the server dropped
     # fails one statement, SQLAlchemy then discards the whole pool, and the next one reconnects.
+    relaxed_args = {"options": "-c synchronous_commit=off"}
+    if durability == "process":
+        engine = create_async_engine(
+            url, pool_size=14, max_overflow=20, pool_recycle=3600, connect_args=relaxed_args
+        )
+        return PostgresDatabase(engine, engine)
     engine = create_async_engine(url, pool_size=10, max_overflow=20, pool_recycle=3600)
     relaxed = create_async_engine(
-        url,
-        pool_size=4,
-        max_overflow=8,
-        pool_recycle=3600,
-        connect_args={"options": "-c synchronous_commit=off"},
+        url, pool_size=4, max_overflow=8, pool_recycle=3600, connect_args=relaxed_args
     )
     return PostgresDatabase(engine, relaxed)
