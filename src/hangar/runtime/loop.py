@@ -38,6 +38,7 @@ from hangar.runtime.models.base import (
     Usage,
 )
 from hangar.runtime.models.router import ModelRouter
+from hangar.runtime.provision import Provisioner
 from hangar.runtime.tools.definitions import find_toolset
 from hangar.runtime.tools.executor import ExecutorPool
 from hangar.store import Store
@@ -112,6 +113,7 @@ class Loop:
         self.retry = RetryPolicy(max_attempts=settings.model_max_attempts)
         self.context = ConversationCache(store.events)
         self.compactor = Compactor(settings, models)
+        self.provision = Provisioner(store, settings, journal, executors)
 
     # --- reading the state ------------------------------------------------------------------
 
@@ -139,15 +141,19 @@ class Loop:
             hint = await self.state(session_id)
         match hint.state:
             case State.INPUTS:
-                return await self._inputs(session_id, hint.inputs)
+                after = await self._inputs(session_id, hint.inputs)
             case State.MODEL_REQUEST:
-                return await self._model_request(session_id, hint.span_start_id)
+                after = await self._model_request(session_id, hint.span_start_id)
             case State.TOOLS:
                 return await self._tools(session_id)
             case State.AWAIT:
                 await self._await(session_id)
-                return None  # idle: input that arrives later wakes the driver again
-        return None
+                after = None  # idle: input that arrives later wakes the driver again
+            case _:
+                return None
+        if after is None:
+            await self.provision.after_turn(session_id)  # outputs reach the Files API
+        return after
 
     # --- transitions ------------------------------------------------------------------------
 
@@ -231,6 +237,11 @@ class Loop:
                 "model requests without ending.",
             )
             return None  # idle: input that arrives later wakes the driver again
+        if int(session.data.get("rounds", 0)) == 0 and attempt == 0:
+            problem = await self.provision.before_turn(session_id)  # packages, resources
+            if problem is not None:
+                await self._give_up(session_id, span_start_id, "unknown_error", problem)
+                return None  # idle: input that arrives later wakes the driver again
         conversation = await self.context.conversation(session_id, session.data.get("compaction"))
         tools = c.tool_definitions(agent)
         try:
@@ -388,6 +399,7 @@ class Loop:
                 toolset=find_toolset(session.data["agent"].get("tools")),
                 networking=session.data.get("networking"),
             )
+            await self.provision.attach(session_id, executor)
             result = await executor.run(call.name, call.input)
             await self._resolve(
                 session_id, call, c.tool_result(call.id, result.content, thread_id, is_error=result.is_error)
