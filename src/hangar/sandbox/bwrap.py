@@ -497,6 +497,9 @@ class BwrapExecutor(WorkspaceExecutor):
             assert self._proxy is not None
             args += ["--ro-bind", str(self._proxy.socket_path), PROXY_SOCKET]
         args += ["--bind", str(self.workdir), WORKSPACE]
+        args += parent_dirs(
+            [m.target for m in self._extra.mounts if not m.target.startswith(WORKSPACE + "/")]
+        )
         for m in self._extra.mounts:  # after /workspace: a mount may lie inside it
             args += ["--ro-bind" if m.read_only else "--bind", str(m.host), m.target]
         return args
@@ -550,6 +553,21 @@ _FORWARDER = (
     "done; exec 9<&-; unset _h _l\n"
 )
 """Setup of a ``limited`` sandbox: the TCP → unix-socket forwarder to the egress proxy."""
+
+
+def parent_dirs(targets: Iterable[str]) -> list[str]:
+    """bwrap arguments creating the parents of mount points as 0755 directories (bubblewrap
+    would create them with its umask, which may leave them unreadable to the sandbox's uid)."""
+    args: list[str] = []
+    made: set[str] = {"/"}
+    for target in targets:
+        parts = target.strip("/").split("/")[:-1]
+        for i in range(1, len(parts) + 1):
+            path = "/" + "/".join(parts[:i])
+            if path not in made:
+                made.add(path)
+                args += ["--perms", "0755", "--dir", path]
+    return args
 
 
 def _give_beneath(root: Path, path: Path, uid: int, gid: int) -> None:

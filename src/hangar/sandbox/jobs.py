@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from hangar.sandbox.bwrap import ETC_MASKED, HOME, SANDBOX_PATH, SANDBOX_TMP
+from hangar.sandbox.bwrap import ETC_MASKED, HOME, SANDBOX_PATH, SANDBOX_TMP, parent_dirs
 
 JOB_TAIL_LINES = 30
 
@@ -75,13 +75,14 @@ def job_argv(argv: Sequence[str], binds: Sequence[Bind], *, uid: int, cwd: str =
     for name in ETC_MASKED:
         if os.path.isfile(f"/etc/{name}"):
             args += ["--ro-bind", "/dev/null", f"/etc/{name}"]
-    if os.path.isdir("/var/lib/apt"):  # apt-get --download-only reads the host's package lists
-        args += ["--ro-bind", "/var/lib/apt", "/var/lib/apt"]
-    if os.path.isdir("/var/lib/dpkg"):
-        args += ["--ro-bind", "/var/lib/dpkg", "/var/lib/dpkg"]
+    apt_state = [d for d in ("/var/lib/apt", "/var/lib/dpkg") if os.path.isdir(d)]
+    args += parent_dirs(apt_state)
+    for directory in apt_state:  # apt-get --download-only reads the host's package lists
+        args += ["--ro-bind", directory, directory]
     args += ["--proc", "/proc", "--dev", "/dev"]
     for target in (SANDBOX_TMP, HOME):
         args += ["--perms", "1777", "--tmpfs", target]
+    args += parent_dirs([bind.target for bind in binds])
     for bind in binds:
         args += ["--ro-bind" if bind.read_only else "--bind", str(bind.host), bind.target]
     args += ["--chdir", cwd, "--"]
@@ -151,4 +152,4 @@ async def run_job(
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, 9)
             await proc.wait()
-    return JobResult(proc.returncode or 0 if not timed_out else -9, "\n".join(chunks), timed_out)
+    return JobResult(-9 if timed_out else (proc.returncode or 0), "\n".join(chunks), timed_out)
