@@ -307,6 +307,46 @@ class Settings(BaseSettings):
             "recently used idle one (its workspace stays)."
         ),
     )
+    pip_index_url: str | None = Field(
+        default=None,
+        description=(
+            "Package index the environments' `pip` packages are installed from (`pip --index-url`). "
+            "Unset: pip's default (PyPI)."
+        ),
+    )
+    npm_registry: str | None = Field(
+        default=None,
+        description="Registry the environments' `npm` packages are installed from. Unset: npm's default.",
+    )
+    gem_source: str | None = Field(
+        default=None,
+        description="Source the environments' `gem` packages are installed from. Unset: RubyGems.",
+    )
+    go_proxy: str | None = Field(
+        default=None,
+        description="`GOPROXY` of the environments' `go` packages. Unset: Go's default.",
+    )
+    package_install_timeout_s: float = Field(
+        default=900.0,
+        gt=0,
+        description=(
+            "Time one package manager may take to install an environment's packages, in seconds; "
+            "longer fails the install (a `session.error`)."
+        ),
+    )
+    repository_clone_timeout_s: float = Field(
+        default=300.0,
+        gt=0,
+        description="Time the clone of one `github_repository` session resource may take, in seconds.",
+    )
+    max_output_file_mb: int = Field(
+        default=1024,
+        ge=1,
+        description=(
+            "Largest file of a session's `/mnt/session/outputs/` copied to the Files API after a "
+            "turn, in MiB (larger ones are skipped and logged)."
+        ),
+    )
     log_level: str = Field(default="info", description="Log level of the server.")
 
     @property

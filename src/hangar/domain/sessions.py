@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from hangar.domain.repositories import FIELDS, build_repository_resource
 from hangar.domain.work import enqueue_session
 from hangar.errors import InvalidRequest, NotFound
 from hangar.ids import new_id
@@ -107,21 +108,33 @@ async def resolve_agent(svc: Services, workspace_id: str, raw: Any) -> ResolvedA
 
 async def build_resources(
     svc: Services, workspace_id: str, session_id: str, raw: Any
-) -> list[dict[str, Any]]:
+) -> tuple[list[dict[str, Any]], dict[str, str]]:
+    """The session's resources, and the sealed tokens of repository resources by resource id."""
     if raw is None:
-        return []
+        return [], {}
     if not isinstance(raw, list):
         raise InvalidRequest("resources: expected an array")
     if len(raw) > MAX_FILES_PER_SESSION:
         raise InvalidRequest(f"resources: at most {MAX_FILES_PER_SESSION} resources are allowed")
+    for i, item in enumerate(raw):  # validate every repository before copying any file
+        if isinstance(item, dict) and item.get("type") == "github_repository":
+            for key in item:
+                if key not in FIELDS:
+                    raise InvalidRequest(f"resources[{i}].{key}: unknown field")
     out: list[dict[str, Any]] = []
+    secrets: dict[str, str] = {}
     for i, item in enumerate(raw):
-        out.append(
-            await build_file_resource(
-                svc, workspace_id, session_id, item, f"resources[{i}]", [r["mount_path"] for r in out]
-            )
-        )
-    return out
+        path = f"resources[{i}]"
+        if isinstance(item, dict) and item.get("type") == "github_repository":
+            repos = [r["mount_path"] for r in out if r["type"] == "github_repository"]
+            resource, sealed = build_repository_resource(svc, item, path, repos)
+            out.append(resource)
+            if sealed is not None:
+                secrets[resource["id"]] = sealed
+            continue
+        files = [r["mount_path"] for r in out if r["type"] == "file"]
+        out.append(await build_file_resource(svc, workspace_id, session_id, item, path, files))
+    return out, secrets
 
 
 async def check_file_resource(
@@ -131,7 +144,7 @@ async def check_file_resource(
     if not isinstance(item, dict):
         raise InvalidRequest(f"{path}: expected an object")
     kind = item.get("type")
-    if kind in ("github_repository", "memory_store"):
+    if kind == "memory_store":
         raise InvalidRequest(
             f"{path}.type: {kind} resources are not supported by this Hangar yet; use file resources"
         )
@@ -253,7 +266,7 @@ async def create_session(svc: Services, workspace_id: str, body: dict[str, Any])
             "or start `hangar serve --unsafe-no-sandbox` (no isolation: development only)."
         )
     session_id, thread_id = new_id("session"), new_id("thread")
-    resources = await build_resources(svc, workspace_id, session_id, body.get("resources"))
+    resources, secrets = await build_resources(svc, workspace_id, session_id, body.get("resources"))
     at = now_us()
     data = {
         "title": title,
@@ -269,6 +282,8 @@ async def create_session(svc: Services, workspace_id: str, body: dict[str, Any])
         "self_hosted": config.get("type") == "self_hosted",
         # The environment's networking when the session was created (updates reach new sessions).
         "networking": config.get("networking"),
+        # …and its packages (installed once per packages spec, see hangar.sandbox.packages).
+        "packages": config.get("packages"),
         "active_us": 0,
         "running_since": None,
     }
@@ -281,7 +296,7 @@ async def create_session(svc: Services, workspace_id: str, body: dict[str, Any])
         await svc.store.sessions.insert(conn, record)
         await svc.store.sessions.insert_thread(conn, thread)
         for res in resources:
-            await svc.store.sessions.insert_resource(conn, session_id, res)
+            await svc.store.sessions.insert_resource(conn, session_id, res, secrets.get(res["id"]))
         await svc.store.events.append(
             conn,
             session_id,

@@ -40,6 +40,7 @@ from hangar.runtime.models.base import (
     Usage,
 )
 from hangar.runtime.models.router import ModelRouter
+from hangar.runtime.provision import Provisioner
 from hangar.runtime.tools.definitions import find_toolset
 from hangar.runtime.tools.executor import ExecutorPool, WorkspaceExecutor
 from hangar.sandbox.inject import load_env_credentials
@@ -120,6 +121,7 @@ class Loop:
         self.retry = RetryPolicy(max_attempts=settings.model_max_attempts)
         self.context = ConversationCache(store.events)
         self.compactor = Compactor(settings, models)
+        self.provision = Provisioner(store, settings, journal, executors)
 
     # --- reading the state ------------------------------------------------------------------
 
@@ -146,15 +148,19 @@ class Loop:
             hint = await self.state(session_id)
         match hint.state:
             case State.INPUTS:
-                return await self._inputs(session_id, hint.inputs)
+                after = await self._inputs(session_id, hint.inputs)
             case State.MODEL_REQUEST:
-                return await self._model_request(session_id, hint.span_start_id, hint.session)
+                after = await self._model_request(session_id, hint.span_start_id, hint.session)
             case State.TOOLS:
                 return await self._tools(session_id, hint.session)
             case State.AWAIT:
                 await self._await(session_id)
-                return None  # idle: input that arrives later wakes the driver again
-        return None
+                after = None  # idle: input that arrives later wakes the driver again
+            case _:
+                return None
+        if after is None:
+            await self.provision.after_turn(session_id)  # outputs reach the Files API
+        return after
 
     # --- transitions ------------------------------------------------------------------------
 
@@ -242,6 +248,11 @@ class Loop:
                 "model requests without ending.",
             )
             return None  # idle: input that arrives later wakes the driver again
+        if int(session.data.get("rounds", 0)) == 0 and attempt == 0:
+            problem = await self.provision.before_turn(session)  # packages, resources
+            if problem is not None:
+                await self._give_up(session_id, span_start_id, "unknown_error", problem)
+                return None  # idle: input that arrives later wakes the driver again
         tools = c.tool_definitions(agent)
         reserved = frozenset(t["name"] for t in tools)
         conversation = await self.context.conversation(session_id, session.data.get("compaction"), reserved)
@@ -443,13 +454,15 @@ class Loop:
         credentials = await load_env_credentials(
             self.store.vaults, session.workspace_id, session.data.get("vault_ids") or []
         )
-        return self.executors.get(
+        executor = self.executors.get(
             session.id,
             toolset=find_toolset(agent.get("tools")),
             networking=session.data.get("networking"),
             credentials=credentials,
             mcp_servers=[str(s["url"]) for s in agent.get("mcp_servers") or ()],
         )
+        await self.provision.attach(session.id, executor)  # packages layer, uploads, outputs
+        return executor
 
     async def _resolve(
         self, session: SessionRecord, call: c.Call, *events: NewEvent

@@ -64,6 +64,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -101,6 +102,43 @@ ETC_MASKED = ("npmrc", "pip.conf", "gemrc", "netrc")
 read-only, as to any user of the host; what such a user may not read (``shadow``, private keys)
 stays unreadable to the sandbox's uid."""
 _FILE_TOOLS = {"read": "file_path", "write": "file_path", "edit": "file_path", "glob": "path", "grep": "path"}
+
+
+@dataclass(frozen=True)
+class SandboxMount:
+    """A host directory mounted into the session's sandbox at ``target`` (an absolute path
+    outside ``/workspace``'s own files, e.g. ``/mnt/session/uploads``)."""
+
+    host: Path
+    target: str
+    read_only: bool = True
+
+
+@dataclass(frozen=True)
+class SessionMounts:
+    """What provisioning adds to a session's sandbox (:mod:`hangar.runtime.provision`): mounts
+    (package layer, uploads, outputs, repositories) and variables (``PATH``, ``PYTHONPATH`` …)."""
+
+    mounts: tuple[SandboxMount, ...] = ()
+    env: tuple[tuple[str, str], ...] = ()
+
+    def find(self, path: str) -> SandboxMount | None:
+        """The mount ``path`` (a sandbox path) lies in, if any (the deepest one)."""
+        best = None
+        for m in self.mounts:
+            if (path == m.target or path.startswith(m.target + "/")) and (
+                best is None or len(m.target) > len(best.target)
+            ):
+                best = m
+        return best
+
+
+@dataclass
+class _MountContext:
+    """The file tools' context for a path on a mount: the mount's host directory as root."""
+
+    session_id: str
+    workdir: Path
 
 
 class SandboxUnavailable(RuntimeError):
@@ -177,6 +215,8 @@ class BwrapExecutor(WorkspaceExecutor):
         self._runtime: Path | None = None
         self._system_args: list[str] | None = None
         self._running_mode: tuple[Any, ...] | None = None  # what the running sandbox was built for
+        self._extra = SessionMounts()
+        self._running_extra: SessionMounts | None = None  # the mounts of the running sandbox
         self._prepared = False
         self._listener: asyncio.AbstractServer | None = None  # see _listen_in_sandbox
         self._info_fd: int | None = None
@@ -255,6 +295,21 @@ class BwrapExecutor(WorkspaceExecutor):
         if result.is_error:
             raise SandboxUnavailable(result.text)
 
+    def set_mounts(self, mounts: SessionMounts) -> None:
+        """Mounts and variables provisioning adds (packages, resources, outputs). A change takes
+        effect with the next sandbox: the running one is replaced before the next ``bash``
+        call (between calls only)."""
+        self._extra = mounts
+
+    @property
+    def mounts(self) -> SessionMounts:
+        return self._extra
+
+    async def prepare(self) -> None:
+        """Create the runtime directory and, as root, give the workspace to the sandbox's uid
+        (what the first tool call does), e.g. before Hangar puts files into the workspace."""
+        await self._prepare()
+
     def _policy(self) -> EgressPolicy | None:
         return EgressPolicy.from_networking(self._networking, mcp_servers=self._mcp_servers)
 
@@ -263,9 +318,11 @@ class BwrapExecutor(WorkspaceExecutor):
     async def _run_bash(self, tool_input: dict[str, Any]) -> ToolResult:
         await self._prepare()
         key = self._sandbox_key()
-        if self._running_mode not in (None, key) and not self._bash.busy:
-            await self._bash.close()  # networking or credentials changed: a new sandbox
+        changed = self._running_mode not in (None, key) or self._running_extra not in (None, self._extra)
+        if changed and not self._bash.busy:
+            await self._bash.close()  # networking, credentials or mounts changed: a new sandbox
             self._running_mode = None
+            self._running_extra = None
         if key[0] == "limited" or self._secret_env:
             await self._ensure_proxy()
         return await self._bash.run(tool_input)
@@ -274,6 +331,9 @@ class BwrapExecutor(WorkspaceExecutor):
         await self._prepare()
         key = _FILE_TOOLS[name]
         raw = tool_input.get(key)
+        mount = self._extra.find(raw) if isinstance(raw, str) else None
+        if mount is not None:
+            return await self._mount_tool(name, mount, tool_input)
         mapped = dict(tool_input)
         if isinstance(raw, str):
             mapped[key] = self.host_path(raw)
@@ -288,6 +348,37 @@ class BwrapExecutor(WorkspaceExecutor):
         lines_only = name in ("glob", "grep")
         content = [
             {**b, "text": self._present(b["text"], lines_only)} if b.get("type") == "text" else b
+            for b in result.content
+        ]
+        return ToolResult(content, is_error=result.is_error)
+
+    async def _mount_tool(self, name: str, mount: SandboxMount, tool_input: dict[str, Any]) -> ToolResult:
+        """A file tool on a path of a mount (``/mnt/session/outputs/…``): run on the host, confined
+        to the mount's directory; writes refused on a read-only mount."""
+        key = _FILE_TOOLS[name]
+        raw = str(tool_input[key])
+        if name in ("write", "edit") and mount.read_only:
+            raise ToolError(f"{name}: {raw} is on a read-only mount ({mount.target})")
+        root = Path(await asyncio.to_thread(os.path.realpath, mount.host))
+        ctx = _MountContext(self.session_id, root)
+        mapped = {**tool_input, key: str(root) + raw[len(mount.target) :]}
+        handlers: dict[str, Handler] = {
+            "read": partial(files.read, ctx),
+            "write": partial(files.write, ctx),
+            "edit": partial(files.edit, ctx),
+            "glob": partial(files.glob, ctx),
+            "grep": partial(files.grep, ctx, rg=self.rg),
+        }
+        try:
+            result = await handlers[name](mapped)
+        except ToolError as exc:
+            raise ToolError(str(exc).replace(str(root), mount.target)) from None
+        if name in ("write", "edit") and self.privileged:
+            await asyncio.to_thread(_give_beneath, root, Path(mapped[key]), self.uid, self.gid)
+        if name == "read":
+            return result
+        content = [
+            {**b, "text": b["text"].replace(str(root), mount.target)} if b.get("type") == "text" else b
             for b in result.content
         ]
         return ToolResult(content, is_error=result.is_error)
@@ -430,6 +521,7 @@ class BwrapExecutor(WorkspaceExecutor):
             ]
         argv += ["/bin/bash", "--noprofile", "--norc"]
         self._running_mode = self._sandbox_key()
+        self._running_extra = self._extra
         return ShellLaunch(
             argv=argv,
             env=self._env(mode),
@@ -538,6 +630,11 @@ class BwrapExecutor(WorkspaceExecutor):
             if bundle is not None:  # tools that ignore the variables below trust the CA too
                 args += ["--ro-bind", str(self._runtime / "ca-bundle.pem"), str(bundle)]
         args += ["--bind", str(self.workdir), WORKSPACE]
+        args += parent_dirs(
+            [m.target for m in self._extra.mounts if not m.target.startswith(WORKSPACE + "/")]
+        )
+        for m in self._extra.mounts:  # after /workspace: a mount may lie inside it
+            args += ["--ro-bind" if m.read_only else "--bind", str(m.host), m.target]
         return args
 
     def _env(self, mode: str) -> dict[str, str]:
@@ -561,6 +658,7 @@ class BwrapExecutor(WorkspaceExecutor):
             for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
                 env[name] = url
             env["NO_PROXY"] = env["no_proxy"] = "localhost,127.0.0.1,::1"
+        env.update(self._extra.env)  # provisioning: PATH, PYTHONPATH, NODE_PATH …
         if self._secret_env:
             if mode != "limited":
                 assert self._proxy is not None and self._proxy.tcp_port is not None
@@ -657,6 +755,31 @@ def _sandbox_listener(info_fd: int) -> socket.socket:
         sock.close()
         raise
     return sock
+
+
+def parent_dirs(targets: Iterable[str]) -> list[str]:
+    """bwrap arguments creating the parents of mount points as 0755 directories (bubblewrap
+    would create them with its umask, which may leave them unreadable to the sandbox's uid)."""
+    args: list[str] = []
+    made: set[str] = {"/"}
+    for target in targets:
+        parts = target.strip("/").split("/")[:-1]
+        for i in range(1, len(parts) + 1):
+            path = "/" + "/".join(parts[:i])
+            if path not in made:
+                made.add(path)
+                args += ["--perms", "0755", "--dir", path]
+    return args
+
+
+def _give_beneath(root: Path, path: Path, uid: int, gid: int) -> None:
+    """Give ``path`` and its parents up to ``root`` (excluded) to ``uid``."""
+    target = Path(os.path.realpath(path))
+    while target != root and files.within(target, root):
+        with contextlib.suppress(FileNotFoundError):
+            if target.lstat().st_uid != uid:
+                os.lchown(target, uid, gid)
+        target = target.parent
 
 
 def _chown_tree(root: Path, uid: int, gid: int) -> None:

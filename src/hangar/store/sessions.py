@@ -281,6 +281,27 @@ class SessionStore:
                 out[row._mapping["session_id"]].append(row._mapping["data"])
         return out
 
+    async def resource_secret(self, session_id: str, resource_id: str) -> str | None:
+        """The sealed secret of a resource (a repository's token), or ``None``."""
+        async with self.db.read() as conn:
+            row = (
+                await conn.execute(
+                    sa.select(session_resources.c.secret).where(
+                        session_resources.c.session_id == session_id, session_resources.c.id == resource_id
+                    )
+                )
+            ).first()
+        return None if row is None else row._mapping["secret"]
+
+    async def update_resource(
+        self, conn: Conn, session_id: str, resource: dict[str, Any], secret: str | None, at: int
+    ) -> None:
+        await conn.execute(
+            session_resources.update()
+            .where(session_resources.c.session_id == session_id, session_resources.c.id == resource["id"])
+            .values(data=resource, secret=secret, updated_at=at)
+        )
+
     async def delete_resource(self, conn: Conn, session_id: str, resource_id: str) -> bool:
         result = await conn.execute(
             session_resources.delete().where(

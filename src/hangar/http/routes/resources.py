@@ -6,6 +6,7 @@ from typing import Any
 
 from fastapi import Depends, Request
 
+from hangar.domain.repositories import rotate_token
 from hangar.domain.sessions import build_file_resource
 from hangar.errors import InvalidRequest, NotFound
 from hangar.http.auth import Principal, principal
@@ -13,6 +14,7 @@ from hangar.http.deps import json_body, query_int, services
 from hangar.http.routes.sessions import load_session
 from hangar.http.routing import api_router
 from hangar.services import Services
+from hangar.store.db import now_us
 from hangar.wire.sessions import MAX_FILES_PER_SESSION
 
 router = api_router(prefix="/v1/sessions/{session_id}/resources")
@@ -87,8 +89,13 @@ async def update(
     session_id: str, resource_id: str, request: Request, who: Principal = Depends(principal)
 ) -> dict[str, Any]:
     svc = services(request)
-    await json_body(request)
+    body = await json_body(request)
     resource = await _one(svc, who, session_id, resource_id)
+    if resource["type"] == "github_repository":
+        updated, sealed = rotate_token(svc, resource, body)
+        async with svc.store.db.write() as conn:
+            await svc.store.sessions.update_resource(conn, session_id, updated, sealed, now_us())
+        return updated
     raise InvalidRequest(
         f"Resource {resource['id']} is a {resource['type']} resource; only github_repository "
         "resources can be updated"
