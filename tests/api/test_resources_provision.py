@@ -8,14 +8,17 @@ from __future__ import annotations
 import json
 import shutil
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import anthropic
 import pytest
+import sqlalchemy as sa
 from anthropic.types.beta import BetaFileMetadata
 from anthropic.types.beta.sessions import BetaManagedAgentsGitHubRepositoryResource
 
 from hangar.testing import ServerProcess
+from tests.api.test_cli import db_args, hangar
 from tests.conftest import API_KEY
 from tests.helpers import strict
 from tests.local_servers import build_wheel, commit_of, git_http, make_repo, pip_index
@@ -247,3 +250,34 @@ def test_repository_resource_validation(client: anthropic.Anthropic) -> None:
     )
     with pytest.raises(anthropic.BadRequestError, match="authorization_token: expected a non-empty string"):
         client.beta.sessions.resources.update(s.resources[0].id, session_id=s.id, authorization_token="")
+
+
+def test_rotate_key_reseals_repository_tokens(env: dict[str, Any], tmp_path: Path) -> None:
+    """`hangar secrets rotate-key` re-encrypts repository tokens too: after it the key file holds
+    only the new key, and a clone still gets the token."""
+    url = f"{env['git'].url}/repo.git"
+    srv = ServerProcess(tmp_path / "srv", api_key=API_KEY).start()
+    try:
+        with anthropic.Anthropic(base_url=srv.base_url, api_key=API_KEY, max_retries=0) as c:
+            agent = c.beta.agents.create(name="prov-rotate", model="scripted", tools=[TOOLSET])
+            environment = c.beta.environments.create(name="rotate-env")
+            s = c.beta.sessions.create(
+                agent=agent.id,
+                environment_id=environment.id,
+                resources=[{"type": "github_repository", "url": url, "authorization_token": TOKEN}],
+            )
+            engine = sa.create_engine(f"sqlite:///{srv.data_dir / 'hangar.db'}")
+            query = sa.text("SELECT secret FROM session_resources WHERE session_id = :s")
+            with engine.connect() as conn:
+                [before] = conn.execute(query, {"s": s.id}).scalars().all()
+            done = hangar("secrets", "rotate-key", *db_args(srv))
+            assert done.returncode == 0, done.stderr
+            assert "re-encrypted 1 secret(s)" in done.stdout and "dropped old key(s)" in done.stdout
+            with engine.connect() as conn:
+                [after] = conn.execute(query, {"s": s.id}).scalars().all()
+            engine.dispose()
+            assert TOKEN not in after and after.split(".")[1] != before.split(".")[1]  # a new key id
+            text, is_error, _ = bash(c, s.id, "cat /workspace/repo/README", 1)
+            assert not is_error and text.strip() == "hello from main"
+    finally:
+        srv.stop()

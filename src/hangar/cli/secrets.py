@@ -44,12 +44,17 @@ async def _reseal(settings: Settings, box: SecretBox) -> ResealReport:
     db = open_database(settings.resolved_database_url, settings.durability)
     try:
         store = Store.open(db, box)
+        # Tunnel and repository tokens are sealed with the same key as vault secrets.
         first = await store.vaults.reseal_all()
-        tokens = await store.tunnels.reseal_all()  # tunnel tokens are sealed with the same key
+        tokens = await store.tunnels.reseal_all() + await store.sessions.reseal_resource_secrets(box)
         # A server may have sealed a secret under the old key while the first pass ran.
         second = await store.vaults.reseal_all()
-        tokens += await store.tunnels.reseal_all()
-        by_key = Counter(second.by_key) + Counter(await store.tunnels.secret_key_ids())
+        tokens += await store.tunnels.reseal_all() + await store.sessions.reseal_resource_secrets(box)
+        by_key = (
+            Counter(second.by_key)
+            + Counter(await store.tunnels.secret_key_ids())
+            + Counter(await store.sessions.resource_secret_key_ids())
+        )
         return ResealReport(first.resealed + second.resealed + tokens, dict(by_key))
     finally:
         await db.close()
@@ -60,7 +65,9 @@ async def _stored_key_ids(settings: Settings) -> dict[str, int]:
     try:
         store = Store.open(db)
         return dict(
-            Counter(await store.vaults.secret_key_ids()) + Counter(await store.tunnels.secret_key_ids())
+            Counter(await store.vaults.secret_key_ids())
+            + Counter(await store.tunnels.secret_key_ids())
+            + Counter(await store.sessions.resource_secret_key_ids())
         )
     finally:
         await db.close()

@@ -14,10 +14,10 @@ from urllib.parse import urlsplit
 
 from hangar.errors import InvalidRequest
 from hangar.ids import new_id
-from hangar.runtime.provision import resource_aad
 from hangar.sandbox.resources import default_repo_mount
 from hangar.services import Services
 from hangar.store.db import now_us
+from hangar.store.sessions import resource_aad
 from hangar.wire.common import ts
 
 FIELDS: Final = ("type", "url", "authorization_token", "checkout", "mount_path")

@@ -51,18 +51,13 @@ from hangar.sandbox.resources import (
 from hangar.store import Store
 from hangar.store.events import NewEvent
 from hangar.store.files import FileStore
-from hangar.store.sessions import SessionRecord
+from hangar.store.sessions import SessionRecord, resource_aad
 from hangar.wire import events as ev
 from hangar.wire.files import clean_filename, guess_mime
 
 log = logging.getLogger(__name__)
 
 MOUNTS_CACHE = 1024
-
-
-def resource_aad(resource_id: str) -> bytes:
-    """The associated data of a ``github_repository`` resource's sealed token: its row."""
-    return f"session_resource:{resource_id}".encode()
 
 
 class Provisioner:

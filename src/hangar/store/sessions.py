@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
 
+from hangar.crypto import SecretBox, sealed_key_id
 from hangar.store.db import Conn, Database, now_us
 from hangar.store.paging import Order, Page, keyset_page
 from hangar.store.prepared import Prepared
@@ -59,6 +61,11 @@ class SessionFilter:
     include_archived: bool = False
     created: tuple[tuple[str, int], ...] = ()
     nothing: bool = False  # a filter no session can match (e.g. deployment_id)
+
+
+def resource_aad(resource_id: str) -> bytes:
+    """The associated data of a ``github_repository`` resource's sealed token: its row."""
+    return f"session_resource:{resource_id}".encode()
 
 
 class SessionStore:
@@ -309,3 +316,35 @@ class SessionStore:
             )
         )
         return bool(result.rowcount)
+
+    # -- resource secrets under the key rotation of `hangar secrets rotate-key` --------------------
+
+    async def resource_secret_key_ids(self) -> dict[str, int]:
+        """Stored repository tokens per key id."""
+        stmt = sa.select(session_resources.c.secret).where(session_resources.c.secret.is_not(None))
+        async with self.db.read() as conn:
+            rows = (await conn.execute(stmt)).all()
+        return dict(Counter(sealed_key_id(r.secret) for r in rows))
+
+    async def reseal_resource_secrets(self, box: SecretBox) -> int:
+        """Seal every repository token that is not under the current key again under it."""
+        prefix = f"hgs1.{box.keyring().current_id}."
+        async with self.db.write() as conn:
+            rows = (
+                await conn.execute(
+                    self.db.for_update(
+                        sa.select(session_resources.c.id, session_resources.c.secret).where(
+                            session_resources.c.secret.is_not(None),
+                            sa.not_(session_resources.c.secret.startswith(prefix, autoescape=True)),
+                        )
+                    )
+                )
+            ).all()
+            for r in rows:
+                token = box.keyring(create=False).open_json(r.secret, resource_aad(r.id))
+                await conn.execute(
+                    session_resources.update()
+                    .where(session_resources.c.id == r.id, session_resources.c.secret == r.secret)
+                    .values(secret=box.keyring().seal_json(token, resource_aad(r.id)))
+                )
+        return len(rows)
