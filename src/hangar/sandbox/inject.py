@@ -307,6 +307,8 @@ async def relay_request(
         if key in _HOP_BY_HOP:
             continue
         kept.append(name + b":" + substitute_header(value, header_bindings) if header_bindings else line)
+    if length is not None and length > MAX_BODY_BYTES:
+        raise _too_large()  # before `100 Continue`, so the client never starts sending the body
     if expect and (chunked or length):
         client_writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         await client_writer.drain()
@@ -314,8 +316,6 @@ async def relay_request(
         if chunked:
             body = await _read_chunked(client_reader)
         elif length:
-            if length > MAX_BODY_BYTES:
-                raise _too_large()
             body = await client_reader.readexactly(length)
         else:
             body = b""

@@ -93,6 +93,8 @@ an environment's ``packages`` can name (apt, cargo, gem, go, npm, pip)."""
 MAX_HEAD_BYTES = 64 * 1024
 HEAD_TIMEOUT_S = 30.0
 CONNECT_TIMEOUT_S = 10.0
+_LINGER_S = 2.0
+_LINGER_BYTES = 64 * 1024 * 1024
 _COPY_CHUNK = 65536
 _HOP_BY_HOP = frozenset(
     {"connection", "keep-alive", "proxy-connection", "proxy-authorization", "proxy-authenticate", "te"}
@@ -435,6 +437,7 @@ class EgressProxy:
             await injector.relay(head, reader, writer, up_writer, bindings)
         except ProxyError as refused:
             await _answer(writer, refused)
+            await _linger(reader)
             return
         await copy_stream(up_reader, writer)
 
@@ -566,6 +569,17 @@ async def _answer(writer: asyncio.StreamWriter, refused: ProxyError) -> None:
     )
     with contextlib.suppress(ConnectionError):
         await writer.drain()
+
+
+async def _linger(reader: asyncio.StreamReader) -> None:
+    """Discard what the client is still sending (a refused body) for a moment before closing:
+    closing a socket with unread input resets the connection, and the client would see
+    "connection reset" instead of the answer it was just sent. Bounded in bytes and time."""
+    left = _LINGER_BYTES
+    with contextlib.suppress(ConnectionError, TimeoutError, ssl.SSLError):
+        async with asyncio.timeout(_LINGER_S):
+            while left > 0 and (chunk := await reader.read(min(_COPY_CHUNK, left))):
+                left -= len(chunk)
 
 
 async def copy_stream(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
