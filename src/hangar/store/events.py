@@ -174,7 +174,7 @@ class EventStore:
         for start in range(0, len(rows), BATCH):
             chunk = rows[start : start + BATCH]
             params = {f"{k}_{i}": v for i, row in enumerate(chunk) for k, v in row.items()}
-            await conn.run(self._insert_rows(len(chunk)), params)
+            await conn.defer(self._insert_rows(len(chunk)), params)
         return out
 
     def _insert_rows(self, n: int) -> Prepared:
@@ -197,7 +197,7 @@ class EventStore:
         for start in range(0, len(seqs), BATCH):
             chunk = seqs[start : start + BATCH]
             params = {"sid": session_id, "at": at, "key": key} | {f"s_{i}": s for i, s in enumerate(chunk)}
-            await conn.run(self._mark_rows(len(chunk)), params)
+            await conn.defer(self._mark_rows(len(chunk)), params)
 
     def _mark_rows(self, n: int) -> Prepared:
         found = self._marks.get(n)

@@ -130,7 +130,7 @@ class SessionStore:
                 .values({c: sa.bindparam(c) for c in columns})
             )
             prepared = self._updates[columns] = Prepared(stmt)
-        await conn.run(prepared, {**values, "_id": session_id})
+        await conn.defer(prepared, {**values, "_id": session_id})
 
     async def save(
         self,
