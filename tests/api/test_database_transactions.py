@@ -30,7 +30,9 @@ items = sa.Table(
     sa.Column("data", sa.JSON),
 )
 INSERT = Prepared(
-    items.insert().values(id=sa.bindparam("id"), n=sa.bindparam("n"), data=sa.bindparam("data", type_=sa.JSON))
+    items.insert().values(
+        id=sa.bindparam("id"), n=sa.bindparam("n"), data=sa.bindparam("data", type_=sa.JSON)
+    )
 )
 COUNT = Prepared(sa.select(sa.func.count()).select_from(items))
 GET = Prepared(sa.select(items.c.n, items.c.data).where(items.c.id == sa.bindparam("id")))
