@@ -20,6 +20,26 @@ BACKENDS = [
     b.strip() for b in os.environ.get("HANGAR_TEST_BACKENDS", "sqlite,postgres").split(",") if b.strip()
 ]
 
+# Files that take minutes of mostly waiting (server restarts in a loop, many CLI processes), longest
+# first. `scripts/test` distributes whole files over the workers in collection order
+# (`--dist loadfile --no-loadscope-reorder`): started first, these overlap the rest of the suite
+# instead of trailing it on one worker.
+SLOW_FIRST = (
+    "tests/api/test_crash_recovery.py",
+    "tests/api/test_cli.py",
+    "tests/api/test_vault_validate_and_keys.py",
+    "tests/api/test_durability.py",
+    "tests/tunnel/test_agent_tunnel.py",
+    "tests/api/test_hangar_worker.py",
+    "tests/api/test_environment_worker.py",
+)
+
+
+@pytest.hookimpl(trylast=True)  # after pytest's own grouping by fixture parameters
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {path: i for i, path in enumerate(SLOW_FIRST)}
+    items.sort(key=lambda item: rank.get(item.nodeid.split("::", 1)[0], len(rank)))  # stable
+
 
 @pytest.fixture(scope="session")
 def pg_cluster() -> Iterator[PostgresCluster]:

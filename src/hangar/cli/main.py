@@ -26,7 +26,6 @@ from hangar.cli.reference import config_reference
 from hangar.cli.secrets import check_secret_key, secrets_app
 from hangar.cli.tunnel import tunnel
 from hangar.cli.worker import worker
-from hangar.http.middleware import draining_event
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Hangar: self-hosted Managed Agents.")
 app.add_typer(keys_app, name="keys")
@@ -60,6 +59,8 @@ class _Server(uvicorn.Server):
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         # Tell open event streams to end now; uvicorn then waits only for ordinary requests.
+        from hangar.http.middleware import draining_event  # imported by `serve` already
+
         draining_event(self.config.app).set()
         await super().shutdown(sockets)
 

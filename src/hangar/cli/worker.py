@@ -7,14 +7,15 @@ import asyncio
 import enum
 import logging
 import signal
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import anthropic
 import typer
 
 from hangar.cli.common import DataDir, configure_logging, fail, load_settings
 from hangar.sandbox import SandboxUnavailable
-from hangar.worker import SandboxWorker, WorkerOptions
+
+if TYPE_CHECKING:
+    from hangar.worker import SandboxWorker
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +108,12 @@ def worker(
             "allow_package_managers": allow_package_managers,
             "allow_mcp_servers": allow_mcp_servers,
         }
+    # Imported here: the SDK takes more than a second to import, and every other command
+    # (and `hangar serve`) would pay for it at startup.
+    import anthropic
+
+    from hangar.worker import SandboxWorker, WorkerOptions
+
     options = WorkerOptions(
         environment_id=environment,
         server_url=server.rstrip("/"),
