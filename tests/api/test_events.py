@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import anthropic
 import pytest
 from anthropic.types.beta import BetaManagedAgentsSession
@@ -51,15 +53,15 @@ def test_queued_messages_are_processed_in_order(client: anthropic.Anthropic) -> 
     s = client.beta.sessions.create(agent=agent_id, environment_id=env_id)
     for i in range(4):
         client.beta.sessions.events.send(s.id, events=[user_message(f"m{i}")])
-    events = wait_idle(client, s.id, turns=1)
-    # Wait until every message has been consumed.
+    wait_idle(client, s.id, turns=1)
+    # Wait until every message has been consumed. The status is read before the events: a turn's
+    # last events commit with its idle status, so events read after `idle` hold its answer.
     for _ in range(200):
-        if (
-            all(e.processed_at for e in events if e.type == "user.message")
-            and client.beta.sessions.retrieve(s.id).status == "idle"
-        ):
-            break
+        idle = client.beta.sessions.retrieve(s.id).status == "idle"
         events = all_events(client, s.id)
+        if idle and all(e.processed_at for e in events if e.type == "user.message"):
+            break
+        time.sleep(0.02)
     users = [e.content[0].text for e in events if e.type == "user.message"]
     assert users == ["m0", "m1", "m2", "m3"]
     replies = " ".join(b.text for e in events if e.type == "agent.message" for b in e.content)

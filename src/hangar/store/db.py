@@ -90,6 +90,13 @@ class Conn(Protocol):
         ...
 
 
+async def _buffered(cur: psycopg.AsyncCursor[Any], compiled: Compiled) -> Buffered:
+    """The current result of a psycopg cursor, fetched."""
+    description = cur.description  # psycopg builds it anew on every access
+    rows = await cur.fetchall() if description else []
+    return Buffered(compiled.rows(description, rows), cur.rowcount)
+
+
 class _AsyncConn:
     """``Conn`` over a natively async SQLAlchemy connection (PostgreSQL)."""
 
@@ -115,9 +122,7 @@ class _AsyncConn:
                 await cur.executemany(compiled.sql, [compiled.args(p) for p in params])
                 return Buffered([], cur.rowcount)
             await cur.execute(compiled.sql, compiled.args(params))
-            description = cur.description  # psycopg builds it anew on every access
-            rows = await cur.fetchall() if description else []
-            return Buffered(compiled.rows(description, rows), cur.rowcount)
+            return await _buffered(cur, compiled)
 
     async def defer(self, prepared: Prepared, params: Mapping[str, Any]) -> None:
         await self.run(prepared, params)
@@ -168,10 +173,7 @@ class _BatchedTx:
                 await self._send(None)
             return await self._held.run(prepared, params)
         sql, compiled = self._bind(prepared, params)
-        cur = await self._send(sql)
-        description = cur.description
-        rows = await cur.fetchall() if description else []
-        return Buffered(compiled.rows(description, rows), cur.rowcount)
+        return await _buffered(await self._send(sql), compiled)
 
     async def execute(self, statement: sa.Executable, parameters: Any = None) -> Buffered:
         if self._queue:
@@ -279,10 +281,10 @@ class PostgresDatabase(Database):
 
     def __init__(self, engine: AsyncEngine, relaxed: AsyncEngine | None = None) -> None:
         self.engine = engine
-        # Reads run in autocommit: under READ COMMITTED every statement takes its own snapshot
-        # anyway, and this spares the BEGIN and ROLLBACK round trips around each read.
-        # Every connection is in autocommit mode; write transactions are spelled out by
-        # `_BatchedTx`. Non-durable writes use connections opened with synchronous_commit=off.
+        # Every connection is in autocommit mode. Reads need no transaction (under READ
+        # COMMITTED each statement takes its own snapshot anyway); write transactions are
+        # spelled out by `_BatchedTx`. Non-durable writes use connections opened with
+        # synchronous_commit=off.
         self._readers = _Held(_autocommit(engine), 10)
         self._writers = _Held(_autocommit(engine), 10)
         self._relaxed = relaxed or engine
