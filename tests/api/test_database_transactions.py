@@ -71,6 +71,40 @@ async def test_deferred_writes_commit_and_are_read_back_inside(db: Database) -> 
     assert row is not None and row[1] == odd
 
 
+def insert_many(n: int) -> Prepared:
+    return Prepared(
+        items.insert().values(
+            [
+                {
+                    "id": sa.bindparam(f"id_{i}"),
+                    "n": sa.bindparam(f"n_{i}"),
+                    "data": sa.bindparam(f"data_{i}", type_=sa.JSON),
+                }
+                for i in range(n)
+            ]
+        )
+    )
+
+
+async def test_a_deferred_statement_with_many_parameters_keeps_every_value(db: Database) -> None:
+    # Over 50 parameters, _BatchedTx binds the values itself (psycopg would re-parse the SQL).
+    odd = ["it's 100% \\ fine", "%(id_0)s", "ünï ✓", "", "a'';--", None, -7, 2**62, 0.5]
+    rows = {f"r{i}": (i - 40, {"v": odd[i % len(odd)], "i": i}) for i in range(40)}
+    params: dict[str, object] = {}
+    for i, (key, (n, data)) in enumerate(rows.items()):
+        params |= {f"id_{i}": key, f"n_{i}": n, f"data_{i}": data}
+    async with db.write(durable=False) as conn:
+        await conn.defer(insert_many(len(rows)), params)
+        await conn.defer(INSERT, {"id": "100%", "n": 1, "data": None})
+    assert await count(db) == len(rows) + 1
+    async with db.read() as conn:
+        for key, (n, data) in rows.items():
+            row = (await conn.run(GET, {"id": key})).first()
+            assert row is not None and (row[0], row[1]) == (n, data)
+        row = (await conn.run(GET, {"id": "100%"})).first()
+        assert row is not None and row[0] == 1
+
+
 async def test_a_failing_deferred_write_rolls_back_the_whole_transaction(db: Database) -> None:
     async with db.write() as conn:
         await conn.defer(INSERT, {"id": "a", "n": 1, "data": None})

@@ -72,6 +72,12 @@ class SessionStore:
     def __init__(self, db: Database) -> None:
         self.db = db
         self._status = Prepared(sa.select(sessions.c.status).where(sessions.c.id == sa.bindparam("id")))
+        # Every turn reads its session's resources (hangar.runtime.provision).
+        self._resources_of = Prepared(
+            sa.select(session_resources.c.session_id, session_resources.c.data)
+            .where(session_resources.c.session_id == sa.bindparam("sid"))
+            .order_by(session_resources.c.created_at, session_resources.c.id)
+        )
         self._get: dict[tuple[bool, bool], Prepared] = {}
         for scoped in (False, True):
             for lock in (False, True):
@@ -279,11 +285,14 @@ class SessionStore:
         if not session_ids:
             return out
         async with self.db.read() as conn:
-            rows = await conn.execute(
-                sa.select(session_resources.c.session_id, session_resources.c.data)
-                .where(session_resources.c.session_id.in_(session_ids))
-                .order_by(session_resources.c.created_at, session_resources.c.id)
-            )
+            if len(session_ids) == 1:
+                rows = await conn.run(self._resources_of, {"sid": session_ids[0]})
+            else:
+                rows = await conn.execute(
+                    sa.select(session_resources.c.session_id, session_resources.c.data)
+                    .where(session_resources.c.session_id.in_(session_ids))
+                    .order_by(session_resources.c.created_at, session_resources.c.id)
+                )
             for row in rows.all():
                 out[row._mapping["session_id"]].append(row._mapping["data"])
         return out
