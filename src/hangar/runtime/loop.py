@@ -84,6 +84,17 @@ class Step:
     inputs: list[StoredEvent] = field(default_factory=list)
     span_start_id: str | None = None
     session: SessionRecord | None = None  # the row as the transition left it (spares a read)
+    started: str | None = None  # a call this transition persisted as running, to run next
+
+
+def start_next(calls: list[c.Call]) -> tuple[list[c.Call], str | None]:
+    """Mark the first pending call running, in the transaction that hands the calls to
+    ``_tools``: persisted as running before it runs (a restart reports it interrupted, never
+    runs it twice) without a write of its own."""
+    call = next((x for x in calls if x.state == "pending"), None)
+    if call is None or any(x.state == "running" for x in calls):
+        return calls, None
+    return c.with_state(calls, call.id, "running"), call.id
 
 
 @dataclass(frozen=True)
@@ -152,7 +163,7 @@ class Loop:
             case State.MODEL_REQUEST:
                 after = await self._model_request(session_id, hint.span_start_id, hint.session)
             case State.TOOLS:
-                return await self._tools(session_id, hint.session)
+                return await self._tools(session_id, hint.session, hint.started)
             case State.AWAIT:
                 await self._await(session_id)
                 after = None  # idle: input that arrives later wakes the driver again
@@ -389,11 +400,11 @@ class Loop:
             data["open_span"] = None
             data["attempt"] = 0
             data["rounds"] = int(data.get("rounds", 0)) + 1
-            open_calls = c.load_calls(data) + planned.calls
+            open_calls, started = start_next(c.load_calls(data) + planned.calls)
             data["calls"] = c.dump_calls(open_calls)
-            if any(x.state == "pending" for x in open_calls):
+            if started is not None:
                 tx.save(data=data)
-                return Step(State.TOOLS, session=replace(tx.session, data=data))
+                return Step(State.TOOLS, session=replace(tx.session, data=data), started=started)
             if open_calls:
                 tx.save(data=data)
                 return Step(State.AWAIT)
@@ -407,9 +418,13 @@ class Loop:
                 await self._append_idle(tx, data, {"type": "end_turn"})
             return None  # idle: input that arrives later wakes the driver again
 
-    async def _tools(self, session_id: str, session: SessionRecord | None = None) -> Step:
+    async def _tools(
+        self, session_id: str, session: SessionRecord | None = None, started: str | None = None
+    ) -> Step:
         """Run the turn's allowed calls one by one, each persisted as running first. ``session``
-        is the row as the previous transition left it (else it is read)."""
+        is the row as the previous transition left it (else it is read); ``started`` a call that
+        transition already persisted as running (any other running call was cut short by a
+        restart)."""
         while True:
             if session is None:
                 session = await self.store.sessions.get(None, session_id)
@@ -420,21 +435,22 @@ class Loop:
             if call is None:
                 return Step(State.AWAIT) if open_calls else Step(State.MODEL_REQUEST)
             thread_id = session.data["primary_thread_id"]
-            if call.state == "running":
+            if call.state == "running" and call.id != started:
                 restarted = c.result_for(call, RESTARTED, thread_id, is_error=True)
-                step, session = await self._resolve(session, call, restarted)
+                step, session, started = await self._resolve(session, call, restarted)
                 if step is not None:
                     return step
                 continue
-            # Persisted before it runs (a restart reports it interrupted, never runs it twice).
-            calls = c.dump_calls(c.with_state(open_calls, call.id, "running"))
-            await self.store.sessions.set_calls(session_id, calls, at=now_us())
-            session = replace(session, data={**session.data, "calls": calls})
+            if call.state == "pending":
+                # Persisted before it runs (a restart reports it interrupted, never runs it twice).
+                calls = c.dump_calls(c.with_state(open_calls, call.id, "running"))
+                await self.store.sessions.set_calls(session_id, calls, at=now_us())
+                session = replace(session, data={**session.data, "calls": calls})
             executor = await self._executor(session)
             if call.kind == "mcp" and self.mcp is not None:
                 outcome, error = await self.mcp.call(session, call, executor)
                 result = c.mcp_tool_result(call.id, outcome.content, thread_id, is_error=outcome.is_error)
-                step, session = await self._resolve(
+                step, session, started = await self._resolve(
                     session, call, result, *error_events([error] if error else [], thread_id)
                 )
             else:
@@ -445,7 +461,7 @@ class Loop:
                     for error in executor.take_session_errors()
                 ]
                 result = c.tool_result(call.id, ran.content, thread_id, is_error=ran.is_error)
-                step, session = await self._resolve(session, call, result, *reported)
+                step, session, started = await self._resolve(session, call, result, *reported)
             if step is not None:
                 return step
 
@@ -466,23 +482,23 @@ class Loop:
 
     async def _resolve(
         self, session: SessionRecord, call: c.Call, *events: NewEvent
-    ) -> tuple[Step | None, SessionRecord]:
+    ) -> tuple[Step | None, SessionRecord, str | None]:
         """Record a call's result. When it was the turn's last open call, the next model request
         opens in the same transaction (and is returned as the next step); otherwise returns
-        ``None`` and the row as written, for the next call."""
+        ``None``, the row as written and the next call, persisted as running (``start_next``)."""
         last = not c.without(c.load_calls(session.data), call.id)  # only the loop changes calls
         pending = await self._steering(session.id) if last else []
         async with self.journal.transaction(session.id, durable=False) as tx:
             data = dict(tx.session.data)
-            remaining = c.without(c.load_calls(data), call.id)
+            remaining, started = start_next(c.without(c.load_calls(data), call.id))
             data["calls"] = c.dump_calls(remaining)
             await tx.append(*events)
             if remaining:
                 tx.save(data=data)
-                return None, replace(tx.session, data=data)
+                return None, replace(tx.session, data=data), started
             span = await self._span_opening(tx, data, pending)
             written = replace(tx.session, data=data, status="running")
-            return Step(State.MODEL_REQUEST, span_start_id=span, session=written), written
+            return Step(State.MODEL_REQUEST, span_start_id=span, session=written), written, None
 
     async def _await(self, session_id: str) -> None:
         async with self.journal.transaction(session_id, durable=False) as tx:
