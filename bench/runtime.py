@@ -41,7 +41,7 @@ import httpx
 
 # Run as `python bench/runtime.py`: this directory is on sys.path; share control_plane's helpers.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from control_plane import HEADERS, KEY, msg, new_session, pct, report, run_backends
+from control_plane import HEADERS, KEY, msg, pct, report, run_backends
 
 from hangar.testing import ServerProcess
 
@@ -52,6 +52,12 @@ TOOL_TRUE = '[[tool:bash {"command":"true"}]]'
 TOOL_SLEEP = '[[tool:bash {"command":"sleep 30"}]]'
 MODEL_SLEEP = "[[sleep:30000]]"
 IDLE = "session.status_idle"
+
+
+async def new_session(c: httpx.AsyncClient, agent: str, env: str) -> str:
+    r = await c.post("/v1/sessions", json={"agent": agent, "environment_id": env})
+    r.raise_for_status()
+    return str(r.json()["id"])
 
 
 def micros(stamp: str) -> int:
