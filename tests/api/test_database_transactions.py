@@ -10,9 +10,11 @@ reuse afterwards.
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import psycopg
 import pytest
 import sqlalchemy as sa
 
@@ -34,6 +36,15 @@ INSERT = Prepared(
         id=sa.bindparam("id"), n=sa.bindparam("n"), data=sa.bindparam("data", type_=sa.JSON)
     )
 )
+# Checked at COMMIT: the way to make a COMMIT itself fail.
+links = sa.Table(
+    "tx_links",
+    metadata,
+    sa.Column("id", sa.String, primary_key=True),
+    sa.Column("item_id", sa.String, nullable=False),
+    sa.ForeignKeyConstraint(["item_id"], ["tx_items.id"], deferrable=True, initially="DEFERRED"),
+)
+LINK = Prepared(links.insert().values(id=sa.bindparam("id"), item_id=sa.bindparam("item_id")))
 COUNT = Prepared(sa.select(sa.func.count()).select_from(items))
 GET = Prepared(sa.select(items.c.n, items.c.data).where(items.c.id == sa.bindparam("id")))
 
@@ -44,6 +55,7 @@ async def db(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> As
     database = open_database(url)
     async with database.write() as conn:
         await conn.execute(sa.schema.CreateTable(items))
+        await conn.execute(sa.schema.CreateTable(links))
     try:
         yield database
     finally:
@@ -150,3 +162,23 @@ async def test_a_cancelled_transaction_commits_nothing(db: Database) -> None:
     async with db.write() as conn:  # the pool recovers; the row lock is gone
         await conn.defer(INSERT, {"id": "a", "n": 2, "data": None})
     assert await count(db) == 1
+
+
+async def test_a_failed_commit_leaves_nothing_behind_for_the_next_transaction(db: Database) -> None:
+    # The driver's own error (hot statements and COMMIT go to the driver directly).
+    with pytest.raises(
+        (sqlite3.IntegrityError, psycopg.errors.ForeignKeyViolation), match=r"(?i)foreign key"
+    ):
+        async with db.write() as conn:
+            await conn.defer(INSERT, {"id": "a", "n": 1, "data": None})
+            await conn.defer(LINK, {"id": "l1", "item_id": "missing"})  # fails at COMMIT
+    assert await count(db) == 0
+    # The next transaction on the (reused) connection starts afresh: the failed one's rows are
+    # neither committed with it nor in its way.
+    async with db.write() as conn:
+        await conn.defer(INSERT, {"id": "a", "n": 2, "data": None})
+        await conn.defer(LINK, {"id": "l1", "item_id": "a"})
+    assert await count(db) == 1
+    async with db.read() as conn:
+        row = (await conn.run(GET, {"id": "a"})).first()
+    assert row is not None and row[0] == 2

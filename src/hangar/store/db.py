@@ -368,6 +368,16 @@ def _autocommit(engine: AsyncEngine) -> AsyncEngine:
     return engine.execution_options(isolation_level="AUTOCOMMIT")
 
 
+def _abandon(conn: sa.Connection) -> None:
+    """Roll back whatever transaction ``conn`` has open, in SQLAlchemy and in sqlite3."""
+    with contextlib.suppress(Exception):
+        conn.rollback()
+    with contextlib.suppress(Exception):
+        driver = conn.connection.driver_connection
+        if driver.in_transaction:  # type: ignore[union-attr]
+            driver.rollback()  # type: ignore[union-attr]
+
+
 class _ThreadConn:
     """``Conn`` whose statements run on an executor thread (or inline); the transaction opens
     lazily, with the first statement.
@@ -391,14 +401,20 @@ class _ThreadConn:
         self._close_after = close_after
         self._begin = f"BEGIN {begin}"
         self._conn: sa.Connection | None = None
+        self._begun = False
         self._last: asyncio.Future[Any] | None = None
 
     def _ensure(self) -> sa.Connection:
         if self._conn is None:
             self._conn = self._connect()
-        driver = self._conn.connection.driver_connection
-        if not driver.in_transaction:  # type: ignore[union-attr]
+        if not self._begun:
+            driver = self._conn.connection.driver_connection
+            if driver.in_transaction:  # type: ignore[union-attr]
+                # Never join a transaction someone else left open on a reused connection
+                # (`finish` ends every one, even when its COMMIT fails; this is the backstop).
+                _abandon(self._conn)
             driver.execute(self._begin)  # type: ignore[union-attr]
+            self._begun = True
         return self._conn
 
     @property
@@ -452,6 +468,8 @@ class _ThreadConn:
             return
         conn = self._conn
 
+        self._begun = False
+
         def work() -> None:
             try:
                 if conn.in_transaction():  # SQLAlchemy began too: it ends the transaction
@@ -460,6 +478,9 @@ class _ThreadConn:
                     driver = conn.connection.driver_connection
                     if driver.in_transaction:  # type: ignore[union-attr]
                         driver.commit() if commit else driver.rollback()  # type: ignore[union-attr]
+            except BaseException:
+                _abandon(conn)  # a failed COMMIT leaves the transaction open
+                raise
             finally:
                 if self._close_after:
                     conn.close()
