@@ -7,8 +7,8 @@ Concurrency model
 - SQLite: WAL journal, ``synchronous=NORMAL`` (a committed transaction survives the process
   being killed; only an OS crash can lose the newest commits), a busy timeout, and a single
   writer: one connection owns all writes, serialised by an asyncio lock, opened with
-  ``BEGIN IMMEDIATE`` so they never fail half-way on a lock upgrade; reads use pooled
-  connections. Statements run *inline* on the event loop by default: a local SQLite
+  ``BEGIN IMMEDIATE`` so they never fail half-way on a lock upgrade; inline reads reuse a few
+  held connections. Statements run *inline* on the event loop by default: a local SQLite
   statement takes tens of microseconds, less than one hand-off to a thread costs here
   (~100 µs each way), and a turn makes dozens of them. ``inline=False`` runs them on a
   dedicated writer thread and a reader pool instead (one hop per statement, ``BEGIN`` riding
