@@ -11,6 +11,7 @@ import asyncio
 import os
 import shutil
 import subprocess
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,12 +62,16 @@ def settings(tmp_path: Path) -> Settings:
 @pytest.fixture
 async def make_executor(tmp_path: Path, settings: Settings) -> AsyncIterator[MakeExecutor]:
     """``make_executor(session_id, networking=..., **kwargs)``: a BwrapExecutor on
-    ``<tmp>/data/workspaces/<session_id>``, closed at the end of the test."""
+    ``<tmp>/data/workspaces/<session_id>`` (a unique session id by default), closed at the end
+    of the test."""
     made: list[BwrapExecutor] = []
 
     def make(
-        session_id: str = "sesn_test", *, settings_: Settings | None = None, **kwargs: Any
+        session_id: str | None = None, *, settings_: Settings | None = None, **kwargs: Any
     ) -> BwrapExecutor:
+        # A session's sandbox uid derives from its id: tests that count the processes of a uid
+        # must not see a sandbox of another test running at the same time in another worker.
+        session_id = session_id or f"sesn_test_{uuid.uuid4().hex[:12]}"
         s = settings_ or settings
         executor = BwrapExecutor(session_id, s.data_dir / "workspaces" / session_id, s, **kwargs)
         made.append(executor)
