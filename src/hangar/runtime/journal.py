@@ -29,6 +29,7 @@ class Tx:
     at: int
     appended: list[StoredEvent] = field(default_factory=list)
     changes: dict[str, Any] = field(default_factory=dict)
+    pending: list[StoredEvent] = field(default_factory=list)  # read when asked (`pending=True`)
 
     @property
     def last_seq(self) -> int:
@@ -68,16 +69,26 @@ class Journal:
 
     @asynccontextmanager
     async def transaction(
-        self, session_id: str, workspace_id: str | None = None, *, durable: bool = True
+        self,
+        session_id: str,
+        workspace_id: str | None = None,
+        *,
+        durable: bool = True,
+        pending: bool = False,
     ) -> AsyncIterator[Tx]:
         """``durable=False`` is for the loop's own transitions: nobody waits on them, and if a
         database crash lost the newest ones the session would resume from the one before (the
-        events and the session row commit together). Client writes stay durable."""
+        events and the session row commit together). Client writes stay durable. ``pending``
+        also reads the session's unconsumed client input (``Tx.pending``) with the row."""
         async with self.store.db.write(durable=durable) as conn:
-            session = await self.store.sessions.get_in(conn, workspace_id, session_id, lock=True)
+            queued: list[StoredEvent] = []
+            if pending:
+                session, queued = await self.store.sessions.get_locked_with_pending(conn, session_id)
+            else:
+                session = await self.store.sessions.get_in(conn, workspace_id, session_id, lock=True)
             if session is None:
                 raise NotFound(f"Session {session_id} not found.")
-            tx = Tx(conn, self.store, session, now_us())
+            tx = Tx(conn, self.store, session, now_us(), pending=queued)
             yield tx
             await tx.flush()
         if tx.appended:

@@ -24,6 +24,7 @@ from enum import Enum
 from typing import Any
 
 from hangar.config import Settings
+from hangar.errors import NotFound
 from hangar.ids import new_id
 from hangar.runtime import calls as c
 from hangar.runtime.compaction import Compactor
@@ -136,13 +137,11 @@ class Loop:
 
     # --- reading the state ------------------------------------------------------------------
 
-    async def state(self, session_id: str) -> Step:
-        status, pending = await self.store.events.status_and_pending(session_id)
-        if status is None or status == "terminated":
+    def _state(self, session: SessionRecord, pending: list[StoredEvent]) -> Step:
+        if session.status == "terminated":
             return Step(State.TERMINATED)
-        if status in ("running", "rescheduling"):
-            session = await self.store.sessions.get(None, session_id)
-            open_calls = c.load_calls(session.data) if session else []
+        if session.status in ("running", "rescheduling"):
+            open_calls = c.load_calls(session.data)
             if any(call.state in ("pending", "running") for call in open_calls):
                 return Step(State.TOOLS)
             if open_calls:
@@ -151,15 +150,32 @@ class Loop:
         inputs = [e for e in pending if e.type in TURN_INPUTS]
         return Step(State.INPUTS, inputs=inputs) if inputs else Step(State.IDLE)
 
+    async def _begin(self, session_id: str) -> tuple[Step, Step | None]:
+        """Read the state from the store, with the session row locked, and when it is input
+        waiting take the input in, in the same transaction (one round trip less than a read
+        and then a transaction). Returns the state read and what comes next."""
+        try:
+            async with self.journal.transaction(session_id, durable=False, pending=True) as tx:
+                found = self._state(tx.session, tx.pending)
+                if found.state is not State.INPUTS:
+                    return found, found
+                return found, await self._take_inputs(tx, found.inputs)
+        except NotFound:  # deleted
+            return Step(State.TERMINATED), None
+
     async def step(self, session_id: str, hint: Step | None = None) -> Step | None:
         """Take one transition. Returns what is known to come next (sparing a read of the
         store), or ``None`` once the session is idle: input posted from then on calls
         ``Scheduler.wake``, which runs the state machine again from the store."""
         if hint is None or hint.state is State.UNKNOWN:
-            hint = await self.state(session_id)
+            found, hint = await self._begin(session_id)
+            if found.state is State.INPUTS:  # taken in already
+                if hint is None:
+                    await self.provision.after_turn(session_id)  # outputs reach the Files API
+                return hint
+            if hint is None:
+                return None
         match hint.state:
-            case State.INPUTS:
-                after = await self._inputs(session_id, hint.inputs)
             case State.MODEL_REQUEST:
                 after = await self._model_request(session_id, hint.span_start_id, hint.session)
             case State.TOOLS:
@@ -175,67 +191,65 @@ class Loop:
 
     # --- transitions ------------------------------------------------------------------------
 
-    async def _inputs(self, session_id: str, inputs: list[StoredEvent]) -> Step | None:
-        """Consume client input while idle: new messages start a turn, confirmations and
-        results resolve held calls; the turn (re)starts once nothing is held."""
-        async with self.journal.transaction(session_id, durable=False) as tx:
-            data = dict(tx.session.data)
-            thread_id = data["primary_thread_id"]
-            open_calls = c.load_calls(data)
-            new_turn = False
-            answered = False
-            results: list[NewEvent] = []
-            for e in inputs:
-                if e.type in STEERING:
-                    new_turn = True
-                    open_calls = [call for call in open_calls if call.state != "held"]  # superseded
-                elif e.type == ev.USER_TOOL_CONFIRMATION:
-                    call = next((x for x in open_calls if x.id == e.data.get("tool_use_id")), None)
-                    if call is None or call.state != "held":
-                        continue
-                    answered = True
-                    if e.data.get("result") == "allow":
-                        if not call.remote:  # a remote call stays held until the worker's result
-                            open_calls = c.with_state(open_calls, call.id, "pending")
-                    else:
-                        open_calls = c.without(open_calls, call.id)
-                        text = c.rejection_text(call.name, e.data.get("deny_message"))
-                        results.append(c.result_for(call, text, thread_id, is_error=True))
-                else:  # a custom or self-hosted tool result: the event itself is the result
-                    call_id = e.data.get("custom_tool_use_id") or e.data.get("tool_use_id")
-                    remaining = [x for x in open_calls if not (x.id == call_id and x.state == "held")]
-                    answered = answered or len(remaining) < len(open_calls)
-                    open_calls = remaining
-            await self.store.events.mark_processed(
-                tx.conn, session_id, [e.seq for e in inputs], at=tx.at, after_seq=tx.last_seq
-            )
-            data["calls"] = c.dump_calls(open_calls)
-            held = [x.id for x in open_calls if x.state == "held"]
-            if held and not new_turn:
-                # A partial resolution: say again what is still awaited.
-                await tx.append(*results)
-                await self._append_idle(tx, data, {"type": "requires_action", "event_ids": held})
-                return None
-            self._mark_running(tx, data)
-            data["rounds"] = 0
-            opening = self._running_events(tx)
-            runnable = any(x.state == "pending" for x in open_calls)
-            if not (new_turn or runnable or results or answered):
-                # Nothing to act on (a duplicate result, a stale confirmation): an empty turn.
-                await tx.append(*opening)
-                await self._append_idle(tx, data, {"type": "end_turn"})
-                return None  # idle: input that arrives later wakes the driver again
-            if runnable:
-                await tx.append(*opening, *results)
-                tx.save(data=data, status="running")
-                return Step(State.TOOLS, session=replace(tx.session, data=data, status="running"))
-            events = await tx.append(
-                *opening, *results, NewEvent(ev.SPAN_MODEL_START, {}, thread_id=thread_id)
-            )
-            data["open_span"] = events[-1].id
+    async def _take_inputs(self, tx: Tx, inputs: list[StoredEvent]) -> Step | None:
+        """In ``tx``: consume client input while idle: new messages start a turn, confirmations
+        and results resolve held calls; the turn (re)starts once nothing is held."""
+        session_id = tx.session.id
+        data = dict(tx.session.data)
+        thread_id = data["primary_thread_id"]
+        open_calls = c.load_calls(data)
+        new_turn = False
+        answered = False
+        results: list[NewEvent] = []
+        for e in inputs:
+            if e.type in STEERING:
+                new_turn = True
+                open_calls = [call for call in open_calls if call.state != "held"]  # superseded
+            elif e.type == ev.USER_TOOL_CONFIRMATION:
+                call = next((x for x in open_calls if x.id == e.data.get("tool_use_id")), None)
+                if call is None or call.state != "held":
+                    continue
+                answered = True
+                if e.data.get("result") == "allow":
+                    if not call.remote:  # a remote call stays held until the worker's result
+                        open_calls = c.with_state(open_calls, call.id, "pending")
+                else:
+                    open_calls = c.without(open_calls, call.id)
+                    text = c.rejection_text(call.name, e.data.get("deny_message"))
+                    results.append(c.result_for(call, text, thread_id, is_error=True))
+            else:  # a custom or self-hosted tool result: the event itself is the result
+                call_id = e.data.get("custom_tool_use_id") or e.data.get("tool_use_id")
+                remaining = [x for x in open_calls if not (x.id == call_id and x.state == "held")]
+                answered = answered or len(remaining) < len(open_calls)
+                open_calls = remaining
+        await self.store.events.mark_processed(
+            tx.conn, session_id, [e.seq for e in inputs], at=tx.at, after_seq=tx.last_seq
+        )
+        data["calls"] = c.dump_calls(open_calls)
+        held = [x.id for x in open_calls if x.state == "held"]
+        if held and not new_turn:
+            # A partial resolution: say again what is still awaited.
+            await tx.append(*results)
+            await self._append_idle(tx, data, {"type": "requires_action", "event_ids": held})
+            return None
+        self._mark_running(tx, data)
+        data["rounds"] = 0
+        opening = self._running_events(tx)
+        runnable = any(x.state == "pending" for x in open_calls)
+        if not (new_turn or runnable or results or answered):
+            # Nothing to act on (a duplicate result, a stale confirmation): an empty turn.
+            await tx.append(*opening)
+            await self._append_idle(tx, data, {"type": "end_turn"})
+            return None  # idle: input that arrives later wakes the driver again
+        if runnable:
+            await tx.append(*opening, *results)
             tx.save(data=data, status="running")
-            session = replace(tx.session, data=data, status="running")
-            return Step(State.MODEL_REQUEST, span_start_id=events[-1].id, session=session)
+            return Step(State.TOOLS, session=replace(tx.session, data=data, status="running"))
+        events = await tx.append(*opening, *results, NewEvent(ev.SPAN_MODEL_START, {}, thread_id=thread_id))
+        data["open_span"] = events[-1].id
+        tx.save(data=data, status="running")
+        session = replace(tx.session, data=data, status="running")
+        return Step(State.MODEL_REQUEST, span_start_id=events[-1].id, session=session)
 
     async def _model_request(
         self, session_id: str, span_start_id: str | None, session: SessionRecord | None = None

@@ -259,7 +259,8 @@ class Database:
         async with self.write(durable=False) as conn:
             yield conn
 
-    def for_update(self, stmt: sa.Select[Any]) -> sa.Select[Any]:
+    def for_update(self, stmt: sa.Select[Any], of: sa.Table | None = None) -> sa.Select[Any]:
+        """``stmt`` locking the rows it reads (of ``of`` only, e.g. the outer side of a join)."""
         return stmt
 
     async def ping(self) -> None:
@@ -353,8 +354,8 @@ class PostgresDatabase(Database):
         async with self._relaxed_single.acquire() as conn:
             yield conn
 
-    def for_update(self, stmt: sa.Select[Any]) -> sa.Select[Any]:
-        return stmt.with_for_update()
+    def for_update(self, stmt: sa.Select[Any], of: sa.Table | None = None) -> sa.Select[Any]:
+        return stmt.with_for_update(of=of)
 
     async def close(self) -> None:
         for pool in (self._readers, self._writers, self._relaxed_writers, self._relaxed_single):

@@ -97,21 +97,6 @@ class EventStore:
             )
             .order_by(events.c.seq)
         )
-        self._status_pending = Prepared(
-            sa.select(sessions.c.status, *events.columns)
-            .select_from(
-                sessions.outerjoin(
-                    events,
-                    sa.and_(
-                        events.c.session_id == sessions.c.id,
-                        events.c.processed_at.is_(None),
-                        literal_in(events.c.type, USER_INPUT_TYPES),
-                    ),
-                )
-            )
-            .where(sessions.c.id == sa.bindparam("sid"))
-            .order_by(events.c.seq)
-        )
         self._history: dict[tuple[str, ...], Prepared] = {}
         self._pages: dict[tuple[Any, ...], Prepared] = {}
         self._after = Prepared(
@@ -213,15 +198,6 @@ class EventStore:
                 .values(processed_at=sa.bindparam("at"), history_key=sa.bindparam("key"))
             )
         return found
-
-    async def status_and_pending(self, session_id: str) -> tuple[str | None, list[StoredEvent]]:
-        """The session's status and its unconsumed client inputs (oldest first), in one query:
-        what the loop reads to decide its next step."""
-        async with self.db.read() as conn:
-            rows = (await conn.run(self._status_pending, {"sid": session_id})).all()
-        if not rows:
-            return None, []
-        return str(rows[0][0]), [_stored(r) for r in rows if r._mapping["seq"] is not None]
 
     async def pending(self, session_id: str) -> list[StoredEvent]:
         """Client inputs not yet consumed by the loop, oldest first."""

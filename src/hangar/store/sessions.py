@@ -11,9 +11,10 @@ import sqlalchemy as sa
 
 from hangar.crypto import SecretBox, sealed_key_id
 from hangar.store.db import Conn, Database, now_us
+from hangar.store.events import USER_INPUT_TYPES, StoredEvent
 from hangar.store.paging import Order, Page, keyset_page
-from hangar.store.prepared import Prepared
-from hangar.store.schema import session_resources, sessions, threads
+from hangar.store.prepared import Prepared, literal_in
+from hangar.store.schema import events, session_resources, sessions, threads
 
 
 @dataclass(frozen=True)
@@ -85,6 +86,26 @@ class SessionStore:
                 if scoped:
                     stmt = stmt.where(sessions.c.workspace_id == sa.bindparam("workspace_id"))
                 self._get[(scoped, lock)] = Prepared(db.for_update(stmt) if lock else stmt)
+        # The loop's first read when woken: the row, locked, with the session's unconsumed client
+        # input (event columns prefixed ``ev_``), in one statement.
+        self._locked_pending = Prepared(
+            db.for_update(
+                sa.select(*sessions.columns, *(c.label(f"ev_{c.name}") for c in events.columns))
+                .select_from(
+                    sessions.outerjoin(
+                        events,
+                        sa.and_(
+                            events.c.session_id == sessions.c.id,
+                            events.c.processed_at.is_(None),
+                            literal_in(events.c.type, USER_INPUT_TYPES),
+                        ),
+                    )
+                )
+                .where(sessions.c.id == sa.bindparam("id"))
+                .order_by(events.c.seq),
+                of=sessions,
+            )
+        )
         self._updates: dict[tuple[str, ...], Prepared] = {}
         json_set = (
             "jsonb_set(data::jsonb, '{calls}', CAST(:calls AS jsonb))::json"
@@ -116,6 +137,29 @@ class SessionStore:
             params["workspace_id"] = workspace_id
         row = (await conn.run(self._get[(workspace_id is not None, lock)], params)).first()
         return _session(row) if row is not None else None
+
+    async def get_locked_with_pending(
+        self, conn: Conn, session_id: str
+    ) -> tuple[SessionRecord | None, list[StoredEvent]]:
+        """In a write transaction: the session's row, locked, and its unconsumed client inputs
+        (oldest first), in one statement."""
+        rows = (await conn.run(self._locked_pending, {"id": session_id})).all()
+        if not rows:
+            return None, []
+        pending = [
+            StoredEvent(
+                seq=m["ev_seq"],
+                id=m["ev_id"],
+                type=m["ev_type"],
+                thread_id=m["ev_thread_id"],
+                created_at=m["ev_created_at"],
+                processed_at=m["ev_processed_at"],
+                data=m["ev_data"],
+            )
+            for m in (r._mapping for r in rows)
+            if m["ev_seq"] is not None
+        ]
+        return _session(rows[0]), pending
 
     async def set_calls(self, session_id: str, calls: list[dict[str, Any]], *, at: int) -> None:
         """Replace just ``data["calls"]`` of the session row, in one statement of its own (the loop
