@@ -124,6 +124,20 @@ def test_packages_uploads_and_outputs(client: anthropic.Anthropic) -> None:
     assert edit.is_error and "read-only mount" in edit.content[0].text
 
 
+def test_a_resource_added_between_turns_is_mounted_for_the_next(client: anthropic.Anthropic) -> None:
+    # The loop learns whether a session has resources from the row it locks at the start of a
+    # turn; a file added after a turn without any must show up in the next one.
+    agent = client.beta.agents.create(name="late", model="scripted", tools=[TOOLSET])
+    environment = client.beta.environments.create(name="late-resource", config={"type": "cloud"})
+    s = client.beta.sessions.create(agent=agent.id, environment_id=environment.id)
+    text, is_error, _ = bash(client, s.id, "test -e /mnt/session/uploads/late.txt && echo yes || echo no", 1)
+    assert (text.strip(), is_error) == ("no", False)
+    upload = client.beta.files.upload(file=("late.txt", b"added later\n", "text/plain"))
+    client.beta.sessions.resources.add(s.id, type="file", file_id=upload.id, mount_path="late.txt")
+    text, is_error, _ = bash(client, s.id, "cat /mnt/session/uploads/late.txt", 2)
+    assert (text, is_error) == ("added later", False)
+
+
 def test_package_install_failure_is_a_session_error(client: anthropic.Anthropic) -> None:
     agent = client.beta.agents.create(name="prov-fail", model="scripted", tools=[TOOLSET])
     environment = client.beta.environments.create(

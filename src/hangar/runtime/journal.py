@@ -30,6 +30,7 @@ class Tx:
     appended: list[StoredEvent] = field(default_factory=list)
     changes: dict[str, Any] = field(default_factory=dict)
     pending: list[StoredEvent] = field(default_factory=list)  # read when asked (`pending=True`)
+    has_resources: bool | None = None  # known when `pending=True`
 
     @property
     def last_seq(self) -> int:
@@ -79,16 +80,19 @@ class Journal:
         """``durable=False`` is for the loop's own transitions: nobody waits on them, and if a
         database crash lost the newest ones the session would resume from the one before (the
         events and the session row commit together). Client writes stay durable. ``pending``
-        also reads the session's unconsumed client input (``Tx.pending``) with the row."""
+        also reads the session's unconsumed client input (``Tx.pending``) and whether it has
+        resources (``Tx.has_resources``) with the row (the loop's; ``workspace_id`` is not checked)."""
         async with self.store.db.write(durable=durable) as conn:
             queued: list[StoredEvent] = []
+            has_resources: bool | None = None
             if pending:
-                session, queued = await self.store.sessions.get_locked_with_pending(conn, session_id)
+                found = await self.store.sessions.get_locked_with_pending(conn, session_id)
+                session, queued, has_resources = found
             else:
                 session = await self.store.sessions.get_in(conn, workspace_id, session_id, lock=True)
             if session is None:
                 raise NotFound(f"Session {session_id} not found.")
-            tx = Tx(conn, self.store, session, now_us(), pending=queued)
+            tx = Tx(conn, self.store, session, now_us(), pending=queued, has_resources=has_resources)
             yield tx
             await tx.flush()
         if tx.appended:

@@ -86,6 +86,7 @@ class Step:
     span_start_id: str | None = None
     session: SessionRecord | None = None  # the row as the transition left it (spares a read)
     started: str | None = None  # a call this transition persisted as running, to run next
+    has_resources: bool | None = None  # whether the session has resources, if known
 
 
 def start_next(calls: list[c.Call]) -> tuple[list[c.Call], str | None]:
@@ -177,7 +178,9 @@ class Loop:
                 return None
         match hint.state:
             case State.MODEL_REQUEST:
-                after = await self._model_request(session_id, hint.span_start_id, hint.session)
+                after = await self._model_request(
+                    session_id, hint.span_start_id, hint.session, hint.has_resources
+                )
             case State.TOOLS:
                 return await self._tools(session_id, hint.session, hint.started)
             case State.AWAIT:
@@ -249,10 +252,19 @@ class Loop:
         data["open_span"] = events[-1].id
         tx.save(data=data, status="running")
         session = replace(tx.session, data=data, status="running")
-        return Step(State.MODEL_REQUEST, span_start_id=events[-1].id, session=session)
+        return Step(
+            State.MODEL_REQUEST,
+            span_start_id=events[-1].id,
+            session=session,
+            has_resources=tx.has_resources,
+        )
 
     async def _model_request(
-        self, session_id: str, span_start_id: str | None, session: SessionRecord | None = None
+        self,
+        session_id: str,
+        span_start_id: str | None,
+        session: SessionRecord | None = None,
+        has_resources: bool | None = None,
     ) -> Step | None:
         if session is None or span_start_id is None:
             session = await self.store.sessions.get(None, session_id)
@@ -274,7 +286,7 @@ class Loop:
             )
             return None  # idle: input that arrives later wakes the driver again
         if int(session.data.get("rounds", 0)) == 0 and attempt == 0:
-            problem = await self.provision.before_turn(session)  # packages, resources
+            problem = await self.provision.before_turn(session, has_resources)  # packages, resources
             if problem is not None:
                 await self._give_up(session_id, span_start_id, "unknown_error", problem)
                 return None  # idle: input that arrives later wakes the driver again

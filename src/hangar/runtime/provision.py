@@ -73,14 +73,17 @@ class Provisioner:
 
     # ------------------------------------------------------------------ hooks
 
-    async def before_turn(self, session: SessionRecord) -> str | None:
+    async def before_turn(self, session: SessionRecord, has_resources: bool | None = None) -> str | None:
         """Provision the session (see the module docstring). Returns why the turn cannot run.
-        A session with no packages and no resources (and none before) costs one read."""
+        A session with no packages and no resources (and none before) costs one read, none when
+        the caller knows it has no resources (``has_resources=False``)."""
         session_id = session.id
         if session.data.get("self_hosted"):
             return None
         spec = await self._spec(session)
-        resources = (await self.store.sessions.resources([session_id]))[session_id]
+        resources: list[dict[str, Any]] = []
+        if has_resources is not False:
+            resources = (await self.store.sessions.resources([session_id]))[session_id]
         base = session_dir(self.settings, session_id)
         if not spec and not resources and not (base / "uploads").exists():
             return None  # the outputs directory comes with the first tool call (attach)

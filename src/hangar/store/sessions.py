@@ -90,7 +90,11 @@ class SessionStore:
         # input (event columns prefixed ``ev_``), in one statement.
         self._locked_pending = Prepared(
             db.for_update(
-                sa.select(*sessions.columns, *(c.label(f"ev_{c.name}") for c in events.columns))
+                sa.select(
+                    *sessions.columns,
+                    sa.exists().where(session_resources.c.session_id == sessions.c.id).label("has_resources"),
+                    *(c.label(f"ev_{c.name}") for c in events.columns),
+                )
                 .select_from(
                     sessions.outerjoin(
                         events,
@@ -140,12 +144,12 @@ class SessionStore:
 
     async def get_locked_with_pending(
         self, conn: Conn, session_id: str
-    ) -> tuple[SessionRecord | None, list[StoredEvent]]:
-        """In a write transaction: the session's row, locked, and its unconsumed client inputs
-        (oldest first), in one statement."""
+    ) -> tuple[SessionRecord | None, list[StoredEvent], bool]:
+        """In a write transaction: the session's row, locked, its unconsumed client inputs
+        (oldest first) and whether it has resources, in one statement."""
         rows = (await conn.run(self._locked_pending, {"id": session_id})).all()
         if not rows:
-            return None, []
+            return None, [], False
         pending = [
             StoredEvent(
                 seq=m["ev_seq"],
@@ -159,7 +163,7 @@ class SessionStore:
             for m in (r._mapping for r in rows)
             if m["ev_seq"] is not None
         ]
-        return _session(rows[0]), pending
+        return _session(rows[0]), pending, bool(rows[0]._mapping["has_resources"])
 
     async def set_calls(self, session_id: str, calls: list[dict[str, Any]], *, at: int) -> None:
         """Replace just ``data["calls"]`` of the session row, in one statement of its own (the loop
