@@ -6,6 +6,7 @@ change it announces (a status, usage) commit together; readers page by sequence 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,17 +47,21 @@ class StoredEvent:
         return {**self.data, "id": self.id, "type": self.type, "processed_at": ts(self.processed_at)}
 
 
-def _stored(row: sa.Row[Any]) -> StoredEvent:
-    m = row._mapping
+def stored_event(m: Mapping[Any, Any], prefix: str = "") -> StoredEvent:
+    """An event from a result row's mapping whose event columns are named ``<prefix><column>``."""
     return StoredEvent(
-        seq=m["seq"],
-        id=m["id"],
-        type=m["type"],
-        thread_id=m["thread_id"],
-        created_at=m["created_at"],
-        processed_at=m["processed_at"],
-        data=m["data"],
+        seq=m[f"{prefix}seq"],
+        id=m[f"{prefix}id"],
+        type=m[f"{prefix}type"],
+        thread_id=m[f"{prefix}thread_id"],
+        created_at=m[f"{prefix}created_at"],
+        processed_at=m[f"{prefix}processed_at"],
+        data=m[f"{prefix}data"],
     )
+
+
+def _stored(row: sa.Row[Any]) -> StoredEvent:
+    return stored_event(row._mapping)
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 from hangar.crypto import SecretBox, sealed_key_id
 from hangar.store.db import Conn, Database, now_us
-from hangar.store.events import USER_INPUT_TYPES, StoredEvent
+from hangar.store.events import USER_INPUT_TYPES, StoredEvent, stored_event
 from hangar.store.paging import Order, Page, keyset_page
 from hangar.store.prepared import Prepared, literal_in
 from hangar.store.schema import events, session_resources, sessions, threads
@@ -150,19 +150,8 @@ class SessionStore:
         rows = (await conn.run(self._locked_pending, {"id": session_id})).all()
         if not rows:
             return None, [], False
-        pending = [
-            StoredEvent(
-                seq=m["ev_seq"],
-                id=m["ev_id"],
-                type=m["ev_type"],
-                thread_id=m["ev_thread_id"],
-                created_at=m["ev_created_at"],
-                processed_at=m["ev_processed_at"],
-                data=m["ev_data"],
-            )
-            for m in (r._mapping for r in rows)
-            if m["ev_seq"] is not None
-        ]
+        mappings = [r._mapping for r in rows]
+        pending = [stored_event(m, "ev_") for m in mappings if m["ev_seq"] is not None]
         return _session(rows[0]), pending, bool(rows[0]._mapping["has_resources"])
 
     async def set_calls(self, session_id: str, calls: list[dict[str, Any]], *, at: int) -> None:
