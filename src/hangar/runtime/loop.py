@@ -151,31 +151,31 @@ class Loop:
         inputs = [e for e in pending if e.type in TURN_INPUTS]
         return Step(State.INPUTS, inputs=inputs) if inputs else Step(State.IDLE)
 
-    async def _begin(self, session_id: str) -> tuple[Step, Step | None]:
+    async def _begin(self, session_id: str) -> tuple[bool, Step | None]:
         """Read the state from the store, with the session row locked, and when it is input
         waiting take the input in, in the same transaction (one round trip less than a read
-        and then a transaction). Returns the state read and what comes next."""
+        and then a transaction). Returns whether input was taken in (a transition) and then
+        what comes next, else the state read (``None``: the session is gone)."""
         try:
             async with self.journal.transaction(session_id, durable=False, pending=True) as tx:
                 found = self._state(tx.session, tx.pending)
                 if found.state is not State.INPUTS:
-                    return found, found
-                return found, await self._take_inputs(tx, found.inputs)
+                    return False, found
+                after = await self._take_inputs(tx, found.inputs)
         except NotFound:  # deleted
-            return Step(State.TERMINATED), None
+            return False, None
+        if after is None:
+            await self.provision.after_turn(session_id)  # outputs reach the Files API
+        return True, after
 
     async def step(self, session_id: str, hint: Step | None = None) -> Step | None:
         """Take one transition. Returns what is known to come next (sparing a read of the
         store), or ``None`` once the session is idle: input posted from then on calls
         ``Scheduler.wake``, which runs the state machine again from the store."""
         if hint is None or hint.state is State.UNKNOWN:
-            found, hint = await self._begin(session_id)
-            if found.state is State.INPUTS:  # taken in already
-                if hint is None:
-                    await self.provision.after_turn(session_id)  # outputs reach the Files API
+            took_input, hint = await self._begin(session_id)
+            if took_input or hint is None:
                 return hint
-            if hint is None:
-                return None
         match hint.state:
             case State.MODEL_REQUEST:
                 after = await self._model_request(

@@ -64,6 +64,11 @@ def _stored(row: sa.Row[Any]) -> StoredEvent:
     return stored_event(row._mapping)
 
 
+def pending_input() -> sa.ColumnElement[bool]:
+    """Client input the loop has not consumed yet (the partial index ``ix_events_pending``)."""
+    return sa.and_(events.c.processed_at.is_(None), literal_in(events.c.type, USER_INPUT_TYPES))
+
+
 @dataclass(frozen=True)
 class NewEvent:
     """An event to append: its type, body (without id/type/processed_at) and processing time."""
@@ -95,11 +100,7 @@ class EventStore:
         self._marks: dict[int, Prepared] = {}
         self._pending = Prepared(
             sa.select(events)
-            .where(
-                events.c.session_id == sa.bindparam("sid"),
-                events.c.processed_at.is_(None),
-                literal_in(events.c.type, USER_INPUT_TYPES),
-            )
+            .where(events.c.session_id == sa.bindparam("sid"), pending_input())
             .order_by(events.c.seq)
         )
         self._history: dict[tuple[str, ...], Prepared] = {}

@@ -11,9 +11,9 @@ import sqlalchemy as sa
 
 from hangar.crypto import SecretBox, sealed_key_id
 from hangar.store.db import Conn, Database, now_us
-from hangar.store.events import USER_INPUT_TYPES, StoredEvent, stored_event
+from hangar.store.events import StoredEvent, pending_input, stored_event
 from hangar.store.paging import Order, Page, keyset_page
-from hangar.store.prepared import Prepared, literal_in
+from hangar.store.prepared import Prepared
 from hangar.store.schema import events, session_resources, sessions, threads
 
 
@@ -54,6 +54,14 @@ def _thread(row: sa.Row[Any]) -> ThreadRecord:
     return ThreadRecord(**{f: m[f] for f in ThreadRecord.__dataclass_fields__})
 
 
+def _resources_where(condition: sa.ColumnElement[bool]) -> sa.Select[Any]:
+    return (
+        sa.select(session_resources.c.session_id, session_resources.c.data)
+        .where(condition)
+        .order_by(session_resources.c.created_at, session_resources.c.id)
+    )
+
+
 @dataclass(frozen=True)
 class SessionFilter:
     agent_id: str | None = None
@@ -73,12 +81,8 @@ class SessionStore:
     def __init__(self, db: Database) -> None:
         self.db = db
         self._status = Prepared(sa.select(sessions.c.status).where(sessions.c.id == sa.bindparam("id")))
-        # Every turn reads its session's resources (hangar.runtime.provision).
-        self._resources_of = Prepared(
-            sa.select(session_resources.c.session_id, session_resources.c.data)
-            .where(session_resources.c.session_id == sa.bindparam("sid"))
-            .order_by(session_resources.c.created_at, session_resources.c.id)
-        )
+        # A turn reads its session's resources (hangar.runtime.provision).
+        self._resources_of = Prepared(_resources_where(session_resources.c.session_id == sa.bindparam("sid")))
         self._get: dict[tuple[bool, bool], Prepared] = {}
         for scoped in (False, True):
             for lock in (False, True):
@@ -96,14 +100,7 @@ class SessionStore:
                     *(c.label(f"ev_{c.name}") for c in events.columns),
                 )
                 .select_from(
-                    sessions.outerjoin(
-                        events,
-                        sa.and_(
-                            events.c.session_id == sessions.c.id,
-                            events.c.processed_at.is_(None),
-                            literal_in(events.c.type, USER_INPUT_TYPES),
-                        ),
-                    )
+                    sessions.outerjoin(events, sa.and_(events.c.session_id == sessions.c.id, pending_input()))
                 )
                 .where(sessions.c.id == sa.bindparam("id"))
                 .order_by(events.c.seq),
@@ -226,18 +223,11 @@ class SessionStore:
 
     async def with_pending_input(self) -> list[str]:
         """Idle sessions holding client input the loop has not consumed yet."""
-        from hangar.store.events import USER_INPUT_TYPES
-        from hangar.store.schema import events
-
         stmt = (
             sa.select(events.c.session_id)
             .distinct()
             .join(sessions, sessions.c.id == events.c.session_id)
-            .where(
-                events.c.processed_at.is_(None),
-                events.c.type.in_(USER_INPUT_TYPES),
-                sessions.c.status == "idle",
-            )
+            .where(pending_input(), sessions.c.status == "idle")
         )
         async with self.db.read() as conn:
             return [r[0] for r in (await conn.execute(stmt)).all()]
@@ -325,11 +315,7 @@ class SessionStore:
             if len(session_ids) == 1:
                 rows = await conn.run(self._resources_of, {"sid": session_ids[0]})
             else:
-                rows = await conn.execute(
-                    sa.select(session_resources.c.session_id, session_resources.c.data)
-                    .where(session_resources.c.session_id.in_(session_ids))
-                    .order_by(session_resources.c.created_at, session_resources.c.id)
-                )
+                rows = await conn.execute(_resources_where(session_resources.c.session_id.in_(session_ids)))
             for row in rows.all():
                 out[row._mapping["session_id"]].append(row._mapping["data"])
         return out
