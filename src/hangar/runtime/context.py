@@ -23,12 +23,15 @@ from __future__ import annotations
 
 import json
 from collections import OrderedDict
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
 
 from hangar.runtime.mcp.toolsets import model_tool_name
 from hangar.store.events import EventStore, StoredEvent
 from hangar.wire import events as ev
+
+if TYPE_CHECKING:
+    from hangar.runtime.journal import Tx
 
 HISTORY_TYPES = (
     ev.USER_MESSAGE,
@@ -54,6 +57,7 @@ class Prefix:
     open_calls: tuple[str, ...] = ()  # tool-use ids still waiting for a result
     size: int = 0  # characters of the serialised content so far (for the compaction check)
     reserved: frozenset[str] = frozenset()  # names MCP tools avoid (see event_blocks)
+    through: int | None = None  # the session's last_seq up to which it is complete, if known
 
 
 @dataclass(frozen=True)
@@ -178,7 +182,11 @@ class ConversationCache:
         session_id: str,
         compaction: dict[str, Any] | None = None,
         reserved: frozenset[str] = frozenset(),
+        through: int | None = None,
     ) -> Conversation:
+        """``through`` is the session's ``last_seq`` as the caller's own journal transaction
+        just left it: when the cached prefix is complete up to it (it folded in every
+        transaction since, see ``committed``), nothing is read."""
         ckey = int(compaction["key"]) if compaction else -1
         prefix = self._prefixes.get(session_id)
         if prefix is None or prefix.compaction_key != ckey or prefix.reserved != reserved:
@@ -190,27 +198,51 @@ class ConversationCache:
                 )
             size = sum(len(json.dumps(m, separators=(",", ":"))) for m in start)
             prefix = Prefix(ckey, ckey, start, tuple(-1 for _ in start), size=size, reserved=reserved)
-        builder = _Builder(
-            list(prefix.messages), list(prefix.starts), list(prefix.open_calls), size=prefix.size
-        )
-        key = prefix.key
-        for hkey, e in await self.events.history(session_id, HISTORY_TYPES, after_key=prefix.key):
-            builder.key = hkey
-            builder.add(*event_blocks(e, reserved))
-            key = hkey
-        self._prefixes[session_id] = Prefix(
-            key,
-            ckey,
-            tuple(builder.messages),
-            tuple(builder.starts),
-            tuple(builder.open_calls),
-            builder.size,
-            reserved,
-        )
+        if through is None or prefix.through != through:
+            # Everything up to `through` is in the log by now: read what the prefix lacks.
+            read = await self.events.history(session_id, HISTORY_TYPES, after_key=prefix.key)
+            prefix = _fold(prefix, read, through)
+        self._keep(session_id, prefix)
+        return Conversation(list(prefix.messages), list(prefix.starts), prefix.size)
+
+    def committed(self, tx: Tx) -> None:
+        """A journal listener: fold a committed transaction's conversation events into the
+        session's prefix, if it was complete up to where the transaction started."""
+        session_id = tx.session.id
+        prefix = self._prefixes.get(session_id)
+        if prefix is None or prefix.through is None:
+            return
+        if prefix.through != tx.session.last_seq:  # something else was appended meanwhile
+            self._prefixes[session_id] = replace(prefix, through=None)
+            return
+        added = [(key, e) for key, e in tx.history() if e.type in HISTORY_TYPES]
+        self._prefixes[session_id] = _fold(prefix, added, tx.last_seq)
+
+    def _keep(self, session_id: str, prefix: Prefix) -> None:
+        self._prefixes[session_id] = prefix
         self._prefixes.move_to_end(session_id)
         while len(self._prefixes) > self.max_sessions:
             self._prefixes.popitem(last=False)
-        return Conversation(builder.messages, builder.starts, builder.size)
+
+
+def _fold(prefix: Prefix, items: list[tuple[int, StoredEvent]], through: int | None) -> Prefix:
+    """``prefix`` extended by conversation events (``history_key``, event) in order."""
+    if not items:
+        return replace(prefix, through=through)
+    builder = _Builder(list(prefix.messages), list(prefix.starts), list(prefix.open_calls), size=prefix.size)
+    for key, e in items:
+        builder.key = key
+        builder.add(*event_blocks(e, prefix.reserved))
+    return Prefix(
+        items[-1][0],
+        prefix.compaction_key,
+        tuple(builder.messages),
+        tuple(builder.starts),
+        tuple(builder.open_calls),
+        builder.size,
+        prefix.reserved,
+        through,
+    )
 
 
 def summary_text(compaction: dict[str, Any]) -> str:

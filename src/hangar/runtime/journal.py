@@ -1,24 +1,41 @@
 """Write events and the state they announce in one transaction, then publish them.
 
-Every state change of a session goes through ``Journal.transaction``: the event rows and the
-session row commit together, and only committed events reach the bus, so a stream never shows
-an event that a crash could take back. A transaction reads (and on PostgreSQL locks) the
-session row once, inserts its events, and writes the session row once at the end.
+Every state change of a session goes through the journal: the event rows and the session row
+commit together, and only committed events reach the bus, so a stream never shows an event that
+a crash could take back. A transaction reads (and on PostgreSQL locks) the session row once,
+inserts its events, and writes the session row once at the end.
+
+On PostgreSQL, ``Journal.run`` spares the read when this process wrote the session last: it
+builds the transaction on the row as that write left it, and a guard sent ahead of the
+transaction's writes checks that the row is still that version while it locks it (its
+``xmin``, which any writer changes). If the row changed meanwhile (another process, a write
+outside the journal) the guard aborts the transaction and the body runs again on the row read
+with its lock. A journal transaction is then one round trip instead of two.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, replace
+from typing import Any, TypeVar
 
-from hangar.errors import NotFound
+from hangar.errors import ApiError, NotFound
 from hangar.store import Store
 from hangar.store.bus import EventBus
-from hangar.store.db import Conn, now_us
-from hangar.store.events import NewEvent, StoredEvent
+from hangar.store.db import Conn, Later, RowChanged, now_us
+from hangar.store.events import (
+    USER_INPUT_TYPES,
+    NewEvent,
+    StoredEvent,
+    history_key_after,
+    history_key_of,
+)
 from hangar.store.sessions import SessionRecord
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -31,6 +48,9 @@ class Tx:
     changes: dict[str, Any] = field(default_factory=dict)
     pending: list[StoredEvent] = field(default_factory=list)  # read when asked (`pending=True`)
     has_resources: bool | None = None  # known when `pending=True`
+    version: str | None = None  # the row's version the transaction is built on (PostgreSQL)
+    consumed: list[tuple[int, StoredEvent]] = field(default_factory=list)  # (history_key, input)
+    _written: Later | None = None
 
     @property
     def last_seq(self) -> int:
@@ -42,6 +62,17 @@ class Tx:
         )
         self.appended.extend(stored)
         return stored
+
+    async def consume(self, inputs: list[StoredEvent]) -> None:
+        """Take client input in: it joins the conversation here (after the events appended so
+        far), and is no longer pending."""
+        if not inputs:
+            return
+        after = self.last_seq
+        await self.store.events.mark_processed(
+            self.conn, self.session.id, [e.seq for e in inputs], at=self.at, after_seq=after
+        )
+        self.consumed += [(history_key_after(after), e) for e in inputs]
 
     def save(
         self, *, data: dict[str, Any] | None = None, status: str | None = None, archived_at: int | None = None
@@ -55,18 +86,117 @@ class Tx:
             self.changes["archived_at"] = archived_at
 
     async def flush(self) -> None:
-        if not self.appended and not self.changes:
+        # Consuming input writes the row too: a copy of it that lists the input as pending
+        # must fail its guard (``Journal.run``).
+        if not self.appended and not self.changes and not self.consumed:
             return
         values: dict[str, Any] = {"updated_at": self.at, **self.changes}
         if self.appended:
             values["last_seq"] = self.last_seq
-        await self.store.sessions.set_row(self.conn, self.session.id, values)
+        self._written = await self.store.sessions.set_row(self.conn, self.session.id, values)
+
+    def outcome(self, before: Known | None) -> Known:
+        """After the commit: the row as this transaction left it, its version, and its pending
+        input if known before (``before``: what the transaction was built on)."""
+        pending = before.pending if before is not None else None
+        if pending is not None:
+            taken = {e.seq for _, e in self.consumed}
+            added = [e for e in self.appended if e.processed_at is None and e.type in USER_INPUT_TYPES]
+            pending = (*(e for e in pending if e.seq not in taken), *added)
+        has_resources = before.has_resources if before is not None else None
+        if self._written is None:
+            return Known(self.session, self.version, pending, has_resources)
+        row = self._written.result.first() if self._written.result is not None else None
+        version = row._mapping["row_version"] if row is not None else None
+        changed = replace(self.session, last_seq=self.last_seq, updated_at=self.at, **self.changes)
+        return Known(changed, version, pending, has_resources)
+
+    def history(self) -> list[tuple[int, StoredEvent]]:
+        """What this transaction added to the conversation: input it took in and the events it
+        appended already processed, with their ``history_key``, in conversation order."""
+        appended = [(history_key_of(e.seq), e) for e in self.appended if e.processed_at is not None]
+        return sorted([*self.consumed, *appended], key=lambda item: (item[0], item[1].seq))
+
+
+@dataclass(frozen=True)
+class Known:
+    """A session row as this process last committed or read it with its lock."""
+
+    session: SessionRecord
+    version: str | None  # PostgreSQL's xmin; None on SQLite, or if unknown
+    pending: tuple[StoredEvent, ...] | None  # its unconsumed client input, if known
+    has_resources: bool | None  # if known
+
+
+@dataclass
+class _Turn:
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    users: int = 0  # holding or waiting
 
 
 class Journal:
-    def __init__(self, store: Store, bus: EventBus) -> None:
+    def __init__(self, store: Store, bus: EventBus, *, remember: int = 256) -> None:
         self.store = store
         self.bus = bus
+        # The rows this process committed last (a bounded LRU): what `run` builds on, on
+        # PostgreSQL. Records are never mutated (transactions copy `data` before changing it).
+        self._optimistic = store.db.dialect == "postgresql"
+        self._remember = remember
+        self._known: OrderedDict[str, Known] = OrderedDict()
+        # This process's journal transactions of one session take turns (they would queue on
+        # the row's lock anyway), so each one starts from the row the one before left.
+        self._turns: dict[str, _Turn] = {}
+        self.listeners: list[Callable[[Tx], None]] = []  # called with each committed transaction
+
+    def last_seq(self, session_id: str) -> int | None:
+        """The session's ``last_seq`` as this process's newest transaction of it left it, if
+        it is remembered. Current unless another process or a write outside the journal has
+        appended since: callers rely on it right after a transaction of their own."""
+        known = self._known.get(session_id)
+        return known.session.last_seq if known is not None else None
+
+    async def run(
+        self,
+        session_id: str,
+        body: Callable[[Tx], Awaitable[T]],
+        workspace_id: str | None = None,
+        *,
+        durable: bool = True,
+        pending: bool = False,
+    ) -> T:
+        """``body(tx)`` in a journal transaction (see ``transaction`` for the arguments), its
+        events published once committed.
+
+        ``body`` may run twice: optimistically on the row this process wrote last, and again
+        on the row read with its lock if the guard finds it changed or ``body`` raised an API
+        error (which the stored row may not bear out). So it must have no effect outside
+        ``tx`` until it returns; reads are fine."""
+        async with self._turn(session_id):
+            known = self._known.get(session_id) if self._optimistic else None
+            if (
+                known is not None
+                and known.version is not None
+                and workspace_id in (None, known.session.workspace_id)
+                and (not pending or (known.pending is not None and known.has_resources is not None))
+            ):
+                try:
+                    async with self.store.db.write(durable=durable) as conn:
+                        await self.store.sessions.expect(conn, session_id, known.version)
+                        tx = Tx(conn, self.store, known.session, now_us(), version=known.version)
+                        if pending:
+                            tx.pending = list(known.pending or ())
+                            tx.has_resources = known.has_resources
+                        result = await body(tx)
+                        await tx.flush()
+                except (RowChanged, ApiError):
+                    self._known.pop(session_id, None)
+                else:
+                    self._committed(tx, known)
+                    return result
+            async with self._locked(session_id, workspace_id, durable, pending) as tx:
+                result = await body(tx)
+            self._committed(tx, None)
+            return result
 
     @asynccontextmanager
     async def transaction(
@@ -82,18 +212,60 @@ class Journal:
         events and the session row commit together). Client writes stay durable. ``pending``
         also reads the session's unconsumed client input (``Tx.pending``) and whether it has
         resources (``Tx.has_resources``) with the row (the loop's; ``workspace_id`` is not checked)."""
+        async with self._turn(session_id):
+            async with self._locked(session_id, workspace_id, durable, pending) as tx:
+                yield tx
+            self._committed(tx, None)
+
+    @asynccontextmanager
+    async def _turn(self, session_id: str) -> AsyncIterator[None]:
+        turn = self._turns.get(session_id)
+        if turn is None:
+            turn = self._turns[session_id] = _Turn()
+        turn.users += 1
+        try:
+            async with turn.lock:
+                yield
+        finally:
+            turn.users -= 1
+            if not turn.users:
+                del self._turns[session_id]
+
+    @asynccontextmanager
+    async def _locked(
+        self, session_id: str, workspace_id: str | None, durable: bool, pending: bool
+    ) -> AsyncIterator[Tx]:
         async with self.store.db.write(durable=durable) as conn:
-            queued: list[StoredEvent] = []
-            has_resources: bool | None = None
             if pending:
-                found = await self.store.sessions.get_locked_with_pending(conn, session_id)
-                session, queued, has_resources = found
+                locked = await self.store.sessions.get_locked_with_pending(conn, session_id)
+                if locked is None:
+                    raise NotFound(f"Session {session_id} not found.")
+                tx = Tx(
+                    conn,
+                    self.store,
+                    locked.session,
+                    now_us(),
+                    pending=locked.pending,
+                    has_resources=locked.has_resources,
+                    version=locked.version,
+                )
             else:
-                session = await self.store.sessions.get_in(conn, workspace_id, session_id, lock=True)
-            if session is None:
-                raise NotFound(f"Session {session_id} not found.")
-            tx = Tx(conn, self.store, session, now_us(), pending=queued, has_resources=has_resources)
+                found = await self.store.sessions.get_locked(conn, workspace_id, session_id)
+                if found is None:
+                    raise NotFound(f"Session {session_id} not found.")
+                tx = Tx(conn, self.store, found[0], now_us(), version=found[1])
             yield tx
             await tx.flush()
+
+    def _committed(self, tx: Tx, before: Known | None) -> None:
+        session_id = tx.session.id
+        if before is None and tx.has_resources is not None:  # read with the lock just now
+            before = Known(tx.session, tx.version, tuple(tx.pending), tx.has_resources)
+        self._known[session_id] = tx.outcome(before)
+        self._known.move_to_end(session_id)
+        while len(self._known) > self._remember:
+            self._known.popitem(last=False)
+        for listener in self.listeners:
+            listener(tx)
         if tx.appended:
             self.bus.publish(session_id, tx.appended)

@@ -133,6 +133,7 @@ class Loop:
         self.mcp = mcp
         self.retry = RetryPolicy(max_attempts=settings.model_max_attempts)
         self.context = ConversationCache(store.events)
+        journal.listeners.append(self.context.committed)
         self.compactor = Compactor(settings, models)
         self.provision = Provisioner(store, settings, journal, executors)
 
@@ -152,21 +153,25 @@ class Loop:
         return Step(State.INPUTS, inputs=inputs) if inputs else Step(State.IDLE)
 
     async def _begin(self, session_id: str) -> tuple[bool, Step | None]:
-        """Read the state from the store, with the session row locked, and when it is input
-        waiting take the input in, in the same transaction (one round trip less than a read
-        and then a transaction). Returns whether input was taken in (a transition) and then
-        what comes next, else the state read (``None``: the session is gone)."""
+        """Read the state (the session row, locked, with its queued input; on PostgreSQL the
+        journal's copy of them when it has one, checked by the guard) and when it is input
+        waiting take the input in, in the same transaction. Returns whether input was taken
+        in (a transition) and then what comes next, else the state read (``None``: the
+        session is gone)."""
+
+        async def body(tx: Tx) -> tuple[bool, Step | None]:  # may run twice (Journal.run)
+            found = self._state(tx.session, tx.pending)
+            if found.state is not State.INPUTS:
+                return False, found
+            return True, await self._take_inputs(tx, found.inputs)
+
         try:
-            async with self.journal.transaction(session_id, durable=False, pending=True) as tx:
-                found = self._state(tx.session, tx.pending)
-                if found.state is not State.INPUTS:
-                    return False, found
-                after = await self._take_inputs(tx, found.inputs)
+            took, after = await self.journal.run(session_id, body, durable=False, pending=True)
         except NotFound:  # deleted
             return False, None
-        if after is None:
+        if took and after is None:
             await self.provision.after_turn(session_id)  # outputs reach the Files API
-        return True, after
+        return took, after
 
     async def step(self, session_id: str, hint: Step | None = None) -> Step | None:
         """Take one transition. Returns what is known to come next (sparing a read of the
@@ -197,7 +202,6 @@ class Loop:
     async def _take_inputs(self, tx: Tx, inputs: list[StoredEvent]) -> Step | None:
         """In ``tx``: consume client input while idle: new messages start a turn, confirmations
         and results resolve held calls; the turn (re)starts once nothing is held."""
-        session_id = tx.session.id
         data = dict(tx.session.data)
         thread_id = data["primary_thread_id"]
         open_calls = c.load_calls(data)
@@ -225,9 +229,7 @@ class Loop:
                 remaining = [x for x in open_calls if not (x.id == call_id and x.state == "held")]
                 answered = answered or len(remaining) < len(open_calls)
                 open_calls = remaining
-        await self.store.events.mark_processed(
-            tx.conn, session_id, [e.seq for e in inputs], at=tx.at, after_seq=tx.last_seq
-        )
+        await tx.consume(inputs)
         data["calls"] = c.dump_calls(open_calls)
         held = [x.id for x in open_calls if x.state == "held"]
         if held and not new_turn:
@@ -292,7 +294,11 @@ class Loop:
                 return None  # idle: input that arrives later wakes the driver again
         tools = c.tool_definitions(agent)
         reserved = frozenset(t["name"] for t in tools)
-        conversation = await self.context.conversation(session_id, session.data.get("compaction"), reserved)
+        # Right after a transition of this loop: the journal knows the session's last event.
+        through = self.journal.last_seq(session_id)
+        conversation = await self.context.conversation(
+            session_id, session.data.get("compaction"), reserved, through
+        )
         mcp = await self._mcp_tools(session)
         if mcp is not None:
             tools = [*tools, *mcp.definitions]
@@ -344,10 +350,7 @@ class Loop:
             opening.append(self._span_end(data["open_span"], thread_id, Usage(), is_error=True))
         if tx.session.status == "rescheduling":
             opening.append(NewEvent(ev.STATUS_RUNNING, {}, thread_id=thread_id))
-        if pending:
-            await self.store.events.mark_processed(
-                tx.conn, tx.session.id, [e.seq for e in pending], at=tx.at, after_seq=tx.last_seq
-            )
+        await tx.consume(pending)
         events = await tx.append(*opening, NewEvent(ev.SPAN_MODEL_START, {}, thread_id=thread_id))
         data["open_span"] = events[-1].id
         tx.save(data=data, status="running")
@@ -396,7 +399,7 @@ class Loop:
     async def _model_succeeded(
         self, session_id: str, start_id: str, ids: PreviewIds, response: ModelResponse, mcp: McpToolMap | None
     ) -> Step | None:
-        async with self.journal.transaction(session_id, durable=False) as tx:
+        async def body(tx: Tx) -> Step | None:  # may run twice (Journal.run)
             data = dict(tx.session.data)
             thread_id = data["primary_thread_id"]
             agent = data["agent"]
@@ -443,6 +446,8 @@ class Loop:
             else:
                 await self._append_idle(tx, data, {"type": "end_turn"})
             return None  # idle: input that arrives later wakes the driver again
+
+        return await self.journal.run(session_id, body, durable=False)
 
     async def _tools(
         self, session_id: str, session: SessionRecord | None = None, started: str | None = None

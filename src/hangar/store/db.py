@@ -86,11 +86,29 @@ class Conn(Protocol):
         """Run a hot statement on the driver's connection (see :mod:`hangar.store.prepared`)."""
         ...
 
-    async def defer(self, prepared: Prepared, params: Mapping[str, Any]) -> None:
-        """Run a write whose result nobody reads. In a PostgreSQL transaction it is sent with
-        the transaction's next statement or its ``COMMIT`` (one round trip for several); its
-        error, if any, surfaces there. Elsewhere it runs at once."""
+    async def defer(self, prepared: Prepared, params: Mapping[str, Any]) -> Later:
+        """Run a write whose result nobody needs yet. In a PostgreSQL transaction it is sent
+        with the transaction's next statement or its ``COMMIT`` (one round trip for several);
+        its error, if any, surfaces there, and its result is in the returned ``Later`` from
+        then on. Elsewhere it runs at once."""
         ...
+
+
+class Later:
+    """The result of a deferred statement: ``None`` until the statement has been sent."""
+
+    __slots__ = ("result",)
+
+    def __init__(self, result: Buffered | None = None) -> None:
+        self.result = result
+
+
+class RowChanged(Exception):
+    """A guard statement (see ``SessionStore.expect``) found that the row it protects is no
+    longer the version the transaction was built on; the transaction was rolled back."""
+
+
+GUARD_SQLSTATE = "HG001"  # raised by the guard function of migration 0007
 
 
 async def _buffered(cur: psycopg.AsyncCursor[Any], compiled: Compiled) -> Buffered:
@@ -127,8 +145,8 @@ class _AsyncConn:
             await cur.execute(compiled.sql, compiled.args(params))
             return await _buffered(cur, compiled)
 
-    async def defer(self, prepared: Prepared, params: Mapping[str, Any]) -> None:
-        await self.run(prepared, params)
+    async def defer(self, prepared: Prepared, params: Mapping[str, Any]) -> Later:
+        return Later(await self.run(prepared, params))
 
     async def driver(self) -> psycopg.AsyncConnection[Any]:
         if self._driver is None:
@@ -174,6 +192,7 @@ class _BatchedTx:
         self._cursor = psycopg.AsyncClientCursor(driver)
         self._literals = Transformer(driver)
         self._queue: list[str] = ["BEGIN"]
+        self._later: dict[int, tuple[Later, Compiled]] = {}  # queue index → where its result goes
         self._begun = False
 
     def _bind(self, prepared: Prepared, params: Mapping[str, Any] | None) -> tuple[str, Compiled]:
@@ -194,15 +213,31 @@ class _BatchedTx:
 
     async def _send(self, last: str | None) -> psycopg.AsyncClientCursor[Any]:
         parts = self._queue if last is None else [*self._queue, last]
+        later, self._later = self._later, {}
         self._queue = []
         self._begun = True
-        await self._cursor.execute(";\n".join(parts))
-        while self._cursor.nextset():  # to the last statement's result
-            pass
+        try:
+            await self._cursor.execute(";\n".join(parts))
+        except psycopg.Error as exc:
+            if exc.sqlstate == GUARD_SQLSTATE:
+                raise RowChanged(str(exc)) from exc
+            raise
+        index = 0
+        while True:  # to the last statement's result, handing deferred results on the way
+            if index in later:
+                sink, compiled = later[index]
+                sink.result = await _buffered(self._cursor, compiled)
+            if not self._cursor.nextset():
+                break
+            index += 1
         return self._cursor
 
-    async def defer(self, prepared: Prepared, params: Mapping[str, Any]) -> None:
-        self._queue.append(self._bind(prepared, params)[0])
+    async def defer(self, prepared: Prepared, params: Mapping[str, Any]) -> Later:
+        sql, compiled = self._bind(prepared, params)
+        sink = Later()
+        self._later[len(self._queue)] = (sink, compiled)
+        self._queue.append(sql)
+        return sink
 
     async def run(self, prepared: Prepared, params: Params = None) -> Buffered:
         if isinstance(params, Sequence):
@@ -227,6 +262,7 @@ class _BatchedTx:
 
     async def rollback(self) -> None:
         self._queue = []
+        self._later = {}
         if self._begun:
             # ROLLBACK also ends a transaction that a failed statement aborted; if the
             # connection itself failed, this fails too and `_Held` discards the connection.
@@ -457,8 +493,8 @@ class _ThreadConn:
 
         return await self._run(work)
 
-    async def defer(self, prepared: Prepared, params: Mapping[str, Any]) -> None:
-        await self.run(prepared, params)
+    async def defer(self, prepared: Prepared, params: Mapping[str, Any]) -> Later:
+        return Later(await self.run(prepared, params))
 
     async def finish(self, commit: bool) -> None:
         # A statement abandoned by a cancelled task may still be running: let it end first,

@@ -64,6 +64,16 @@ def _stored(row: sa.Row[Any]) -> StoredEvent:
     return stored_event(row._mapping)
 
 
+def history_key_of(seq: int) -> int:
+    """The conversation position of an event appended already processed."""
+    return 2 * seq
+
+
+def history_key_after(seq: int) -> int:
+    """The conversation position of input taken in right after event ``seq``."""
+    return 2 * seq + 1
+
+
 def pending_input() -> sa.ColumnElement[bool]:
     """Client input the loop has not consumed yet (the partial index ``ix_events_pending``)."""
     return sa.and_(events.c.processed_at.is_(None), literal_in(events.c.type, USER_INPUT_TYPES))
@@ -158,7 +168,7 @@ class EventStore:
                     "thread_id": stored.thread_id,
                     "created_at": stored.created_at,
                     "processed_at": stored.processed_at,
-                    "history_key": 2 * stored.seq if ev.processed else None,
+                    "history_key": history_key_of(stored.seq) if ev.processed else None,
                     "data": stored.data,
                 }
             )
@@ -184,7 +194,7 @@ class EventStore:
         """Consume queued input: it joins the conversation after event ``after_seq``."""
         if not seqs:
             return
-        key = 2 * after_seq + 1
+        key = history_key_after(after_seq)
         for start in range(0, len(seqs), BATCH):
             chunk = seqs[start : start + BATCH]
             params = {"sid": session_id, "at": at, "key": key} | {f"s_{i}": s for i, s in enumerate(chunk)}

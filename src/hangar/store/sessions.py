@@ -10,7 +10,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from hangar.crypto import SecretBox, sealed_key_id
-from hangar.store.db import Conn, Database, now_us
+from hangar.store.db import Conn, Database, Later, now_us
 from hangar.store.events import StoredEvent, pending_input, stored_event
 from hangar.store.paging import Order, Page, keyset_page
 from hangar.store.prepared import Prepared
@@ -30,6 +30,16 @@ class SessionRecord:
     created_at: int
     updated_at: int
     archived_at: int | None
+
+
+@dataclass(frozen=True)
+class Locked:
+    """A session row read with its lock by the loop (``get_locked_with_pending``)."""
+
+    session: SessionRecord
+    version: str | None
+    pending: list[StoredEvent]
+    has_resources: bool
 
 
 @dataclass(frozen=True)
@@ -83,19 +93,28 @@ class SessionStore:
         self._status = Prepared(sa.select(sessions.c.status).where(sessions.c.id == sa.bindparam("id")))
         # A turn reads its session's resources (hangar.runtime.provision).
         self._resources_of = Prepared(_resources_where(session_resources.c.session_id == sa.bindparam("sid")))
+        # A PostgreSQL row's version is its xmin: every update, whoever makes it, changes it.
+        # Locked reads and the journal's row write return it (``expect`` checks it).
+        postgres = db.dialect == "postgresql"
+        xmin = "sessions.xmin::text" if postgres else "NULL"
+        version: sa.Label[Any] = sa.literal_column(xmin).label("row_version")
         self._get: dict[tuple[bool, bool], Prepared] = {}
         for scoped in (False, True):
             for lock in (False, True):
-                stmt = sa.select(sessions).where(sessions.c.id == sa.bindparam("id"))
+                columns = [sessions, version] if lock else [sessions]
+                stmt = sa.select(*columns).where(sessions.c.id == sa.bindparam("id"))
                 if scoped:
                     stmt = stmt.where(sessions.c.workspace_id == sa.bindparam("workspace_id"))
                 self._get[(scoped, lock)] = Prepared(db.for_update(stmt) if lock else stmt)
+        self._expect = Prepared(sa.text("SELECT hangar_expect_session(:id, CAST(:version AS xid))"))
+        self._returning: list[sa.Label[Any]] = [version] if postgres else []
         # The loop's first read when woken: the row, locked, with the session's unconsumed client
         # input (event columns prefixed ``ev_``), in one statement.
         self._locked_pending = Prepared(
             db.for_update(
                 sa.select(
                     *sessions.columns,
+                    version,
                     sa.exists().where(session_resources.c.session_id == sessions.c.id).label("has_resources"),
                     *(c.label(f"ev_{c.name}") for c in events.columns),
                 )
@@ -139,17 +158,31 @@ class SessionStore:
         row = (await conn.run(self._get[(workspace_id is not None, lock)], params)).first()
         return _session(row) if row is not None else None
 
-    async def get_locked_with_pending(
-        self, conn: Conn, session_id: str
-    ) -> tuple[SessionRecord | None, list[StoredEvent], bool]:
-        """In a write transaction: the session's row, locked, its unconsumed client inputs
-        (oldest first) and whether it has resources, in one statement."""
+    async def get_locked(
+        self, conn: Conn, workspace_id: str | None, session_id: str
+    ) -> tuple[SessionRecord, str | None] | None:
+        """In a write transaction: the session's row, locked, and its version (PostgreSQL's
+        xmin; ``None`` on SQLite, whose writers are serialised anyway)."""
+        params = {"id": session_id}
+        if workspace_id is not None:
+            params["workspace_id"] = workspace_id
+        row = (await conn.run(self._get[(workspace_id is not None, True)], params)).first()
+        return (_session(row), row._mapping["row_version"]) if row is not None else None
+
+    async def get_locked_with_pending(self, conn: Conn, session_id: str) -> Locked | None:
+        """In a write transaction: the session's row, locked, with its version, its unconsumed
+        client inputs (oldest first) and whether it has resources, in one statement."""
         rows = (await conn.run(self._locked_pending, {"id": session_id})).all()
         if not rows:
-            return None, [], False
-        mappings = [r._mapping for r in rows]
-        pending = [stored_event(m, "ev_") for m in mappings if m["ev_seq"] is not None]
-        return _session(rows[0]), pending, bool(rows[0]._mapping["has_resources"])
+            return None
+        first = rows[0]._mapping
+        pending = [stored_event(r._mapping, "ev_") for r in rows if r._mapping["ev_seq"] is not None]
+        return Locked(_session(rows[0]), first["row_version"], pending, bool(first["has_resources"]))
+
+    async def expect(self, conn: Conn, session_id: str, version: str) -> None:
+        """In a PostgreSQL write transaction, before anything else: lock the session row if it
+        is still ``version``, else abort the transaction (``RowChanged`` where it is sent)."""
+        await conn.defer(self._expect, {"id": session_id, "version": version})
 
     async def set_calls(self, session_id: str, calls: list[dict[str, Any]], *, at: int) -> None:
         """Replace just ``data["calls"]`` of the session row, in one statement of its own (the loop
@@ -158,9 +191,10 @@ class SessionStore:
         async with self.db.autocommit() as conn:
             await conn.run(self._set_calls, {"calls": json.dumps(calls), "at": at, "id": session_id})
 
-    async def set_row(self, conn: Conn, session_id: str, values: dict[str, Any]) -> None:
+    async def set_row(self, conn: Conn, session_id: str, values: dict[str, Any]) -> Later:
         """Write ``values`` (column → value) to the session row (the journal's one write per
-        transaction; a hot statement, prepared once per set of columns)."""
+        transaction; a hot statement, prepared once per set of columns). Its result is the
+        row's new version on PostgreSQL (``row_version``), nothing on SQLite."""
         columns = tuple(sorted(values))
         prepared = self._updates.get(columns)
         if prepared is None:
@@ -169,8 +203,10 @@ class SessionStore:
                 .where(sessions.c.id == sa.bindparam("_id"))
                 .values({c: sa.bindparam(c) for c in columns})
             )
+            if self._returning:
+                stmt = stmt.returning(*self._returning)
             prepared = self._updates[columns] = Prepared(stmt)
-        await conn.defer(prepared, {**values, "_id": session_id})
+        return await conn.defer(prepared, {**values, "_id": session_id})
 
     async def save(
         self,
@@ -291,6 +327,14 @@ class SessionStore:
 
     # resources -----------------------------------------------------------------------------
 
+    async def _touch(self, conn: Conn, session_id: str) -> None:
+        """Give the session row a new version without changing it, when resources are added or
+        removed: a copy of the row that a journal transaction would build on (it says whether
+        the session has resources) must then fail its guard (``hangar.runtime.journal``)."""
+        await conn.execute(
+            sessions.update().where(sessions.c.id == session_id).values(last_seq=sessions.c.last_seq)
+        )
+
     async def insert_resource(
         self, conn: Conn, session_id: str, resource: dict[str, Any], secret: str | None = None
     ) -> None:
@@ -306,6 +350,7 @@ class SessionStore:
                 updated_at=at,
             )
         )
+        await self._touch(conn, session_id)
 
     async def resources(self, session_ids: list[str]) -> dict[str, list[dict[str, Any]]]:
         out: dict[str, list[dict[str, Any]]] = {sid: [] for sid in session_ids}
@@ -347,6 +392,7 @@ class SessionStore:
                 session_resources.c.session_id == session_id, session_resources.c.id == resource_id
             )
         )
+        await self._touch(conn, session_id)
         return bool(result.rowcount)
 
     # -- resource secrets under the key rotation of `hangar secrets rotate-key` --------------------

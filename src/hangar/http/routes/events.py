@@ -16,7 +16,7 @@ from hangar.http.routing import api_router
 from hangar.http.sse import event_stream
 from hangar.runtime.journal import Tx
 from hangar.services import Services
-from hangar.store.events import NewEvent
+from hangar.store.events import NewEvent, StoredEvent
 from hangar.store.sessions import SessionRecord
 from hangar.wire import events as ev
 from hangar.wire.common import parse_ts
@@ -83,11 +83,13 @@ async def send_events(
             f"events[{system[0]}]: a system.message must be the last event, right after "
             "the user.message, user.tool_result or user.custom_tool_result it accompanies"
         )
-    # One read of the session: the checks run inside the transaction that appends.
-    async with svc.journal.transaction(session_id, who.workspace_id) as tx:
-        session = tx.session
-        await _check_references(svc, who, session, parsed)
-        stored = await _append_inputs(tx, parsed)
+
+    # The checks run inside the transaction that appends, on the row it appends to.
+    async def append(tx: Tx) -> tuple[SessionRecord, list[StoredEvent]]:  # may run twice
+        await _check_references(svc, who, tx.session, parsed)
+        return tx.session, await _append_inputs(tx, parsed)
+
+    session, stored = await svc.journal.run(session_id, append, who.workspace_id)
     await wake_for_input(svc, who.workspace_id, session_id, [e.type for e in parsed], session)
     if any(e.type == ev.USER_INTERRUPT for e in parsed):
         await svc.scheduler.interrupt(session_id)
@@ -148,7 +150,7 @@ async def _expect_call(
         raise NotFound(f"{path}: no {' or '.join(types)} event {event_id} in session {session_id}")
 
 
-async def _append_inputs(tx: Tx, parsed: list[ev.EventParam]) -> list[Any]:
+async def _append_inputs(tx: Tx, parsed: list[ev.EventParam]) -> list[StoredEvent]:
     if tx.session.archived_at is not None or tx.session.status == "terminated":
         raise Conflict(f"Session {tx.session.id} is archived and does not accept events.")
     thread_id = tx.session.data.get("primary_thread_id")
