@@ -99,6 +99,11 @@ def start_next(calls: list[c.Call]) -> tuple[list[c.Call], str | None]:
     return c.with_state(calls, call.id, "running"), call.id
 
 
+def steering(pending: list[StoredEvent]) -> list[StoredEvent]:
+    """The queued input a model request takes in when it opens (messages, not answers)."""
+    return [e for e in pending if e.type in STEERING]
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
     max_attempts: int = 4
@@ -333,13 +338,11 @@ class Loop:
     async def _open_span(self, session_id: str) -> str:
         """Open a model request (after a retry wait, a tool round or a restart), taking in any
         message the client sent meanwhile, and closing a span a crash left open."""
-        pending = await self._steering(session_id)
-        async with self.journal.transaction(session_id, durable=False) as tx:
-            data = dict(tx.session.data)
-            return await self._span_opening(tx, data, pending)
 
-    async def _steering(self, session_id: str) -> list[StoredEvent]:
-        return [e for e in await self.store.events.pending(session_id) if e.type in STEERING]
+        async def body(tx: Tx) -> str:  # may run twice (Journal.run)
+            return await self._span_opening(tx, dict(tx.session.data), steering(tx.pending))
+
+        return await self.journal.run(session_id, body, durable=False, pending=True)
 
     async def _span_opening(self, tx: Tx, data: dict[str, Any], pending: list[StoredEvent]) -> str:
         """In ``tx``: take in ``pending`` messages, close a span a crash left open, append
@@ -517,9 +520,8 @@ class Loop:
         """Record a call's result. When it was the turn's last open call, the next model request
         opens in the same transaction (and is returned as the next step); otherwise returns
         ``None``, the row as written and the next call, persisted as running (``start_next``)."""
-        last = not c.without(c.load_calls(session.data), call.id)  # only the loop changes calls
-        pending = await self._steering(session.id) if last else []
-        async with self.journal.transaction(session.id, durable=False) as tx:
+
+        async def body(tx: Tx) -> tuple[Step | None, SessionRecord, str | None]:  # may run twice
             data = dict(tx.session.data)
             remaining, started = start_next(c.without(c.load_calls(data), call.id))
             data["calls"] = c.dump_calls(remaining)
@@ -527,9 +529,11 @@ class Loop:
             if remaining:
                 tx.save(data=data)
                 return None, replace(tx.session, data=data), started
-            span = await self._span_opening(tx, data, pending)
+            span = await self._span_opening(tx, data, steering(tx.pending))
             written = replace(tx.session, data=data, status="running")
             return Step(State.MODEL_REQUEST, span_start_id=span, session=written), written, None
+
+        return await self.journal.run(session.id, body, durable=False, pending=True)
 
     async def _await(self, session_id: str) -> None:
         async with self.journal.transaction(session_id, durable=False) as tx:
