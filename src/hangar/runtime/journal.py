@@ -44,11 +44,11 @@ class Tx:
     store: Store
     session: SessionRecord
     at: int
+    pending: list[StoredEvent]  # the session's unconsumed client input when the transaction began
+    has_resources: bool
+    version: str | None  # the row's version the transaction is built on (PostgreSQL)
     appended: list[StoredEvent] = field(default_factory=list)
     changes: dict[str, Any] = field(default_factory=dict)
-    pending: list[StoredEvent] = field(default_factory=list)  # read when asked (`pending=True`)
-    has_resources: bool | None = None  # known when `pending=True`
-    version: str | None = None  # the row's version the transaction is built on (PostgreSQL)
     consumed: list[tuple[int, StoredEvent]] = field(default_factory=list)  # (history_key, input)
     _written: Later | None = None
 
@@ -95,21 +95,17 @@ class Tx:
             values["last_seq"] = self.last_seq
         self._written = await self.store.sessions.set_row(self.conn, self.session.id, values)
 
-    def outcome(self, before: Known | None) -> Known:
-        """After the commit: the row as this transaction left it, its version, and its pending
-        input if known before (``before``: what the transaction was built on)."""
-        pending = before.pending if before is not None else None
-        if pending is not None:
-            taken = {e.seq for _, e in self.consumed}
-            added = [e for e in self.appended if e.processed_at is None and e.type in USER_INPUT_TYPES]
-            pending = (*(e for e in pending if e.seq not in taken), *added)
-        has_resources = before.has_resources if before is not None else None
+    def outcome(self) -> Known:
+        """After the commit: the row as this transaction left it, its version, its queued input."""
+        taken = {e.seq for _, e in self.consumed}
+        added = [e for e in self.appended if e.processed_at is None and e.type in USER_INPUT_TYPES]
+        pending = tuple(e for e in (*self.pending, *added) if e.seq not in taken)
         if self._written is None:
-            return Known(self.session, self.version, pending, has_resources)
+            return Known(self.session, self.version, pending, self.has_resources)
         row = self._written.result.first() if self._written.result is not None else None
         version = row._mapping["row_version"] if row is not None else None
         changed = replace(self.session, last_seq=self.last_seq, updated_at=self.at, **self.changes)
-        return Known(changed, version, pending, has_resources)
+        return Known(changed, version, pending, self.has_resources)
 
     def history(self) -> list[tuple[int, StoredEvent]]:
         """What this transaction added to the conversation: input it took in and the events it
@@ -123,9 +119,9 @@ class Known:
     """A session row as this process last committed or read it with its lock."""
 
     session: SessionRecord
-    version: str | None  # PostgreSQL's xmin; None on SQLite, or if unknown
-    pending: tuple[StoredEvent, ...] | None  # its unconsumed client input, if known
-    has_resources: bool | None  # if known
+    version: str | None  # PostgreSQL's xmin; None on SQLite
+    pending: tuple[StoredEvent, ...]  # its unconsumed client input
+    has_resources: bool
 
 
 @dataclass
@@ -162,10 +158,9 @@ class Journal:
         workspace_id: str | None = None,
         *,
         durable: bool = True,
-        pending: bool = False,
     ) -> T:
-        """``body(tx)`` in a journal transaction (see ``transaction`` for the arguments), its
-        events published once committed.
+        """``body(tx)`` in a journal transaction (see ``transaction``), its events published
+        once committed.
 
         ``body`` may run twice: optimistically on the row this process wrote last, and again
         on the row read with its lock if the guard finds it changed or ``body`` raised an API
@@ -177,45 +172,44 @@ class Journal:
                 known is not None
                 and known.version is not None
                 and workspace_id in (None, known.session.workspace_id)
-                and (not pending or (known.pending is not None and known.has_resources is not None))
             ):
                 try:
                     async with self.store.db.write(durable=durable) as conn:
                         await self.store.sessions.expect(conn, session_id, known.version)
-                        tx = Tx(conn, self.store, known.session, now_us(), version=known.version)
-                        if pending:
-                            tx.pending = list(known.pending or ())
-                            tx.has_resources = known.has_resources
+                        tx = Tx(
+                            conn,
+                            self.store,
+                            known.session,
+                            now_us(),
+                            list(known.pending),
+                            known.has_resources,
+                            known.version,
+                        )
                         result = await body(tx)
                         await tx.flush()
                 except (RowChanged, ApiError):
                     self._known.pop(session_id, None)
                 else:
-                    self._committed(tx, known)
+                    self._committed(tx)
                     return result
-            async with self._locked(session_id, workspace_id, durable, pending) as tx:
+            async with self._locked(session_id, workspace_id, durable) as tx:
                 result = await body(tx)
-            self._committed(tx, None)
+            self._committed(tx)
             return result
 
     @asynccontextmanager
     async def transaction(
-        self,
-        session_id: str,
-        workspace_id: str | None = None,
-        *,
-        durable: bool = True,
-        pending: bool = False,
+        self, session_id: str, workspace_id: str | None = None, *, durable: bool = True
     ) -> AsyncIterator[Tx]:
-        """``durable=False`` is for the loop's own transitions: nobody waits on them, and if a
-        database crash lost the newest ones the session would resume from the one before (the
-        events and the session row commit together). Client writes stay durable. ``pending``
-        also reads the session's unconsumed client input (``Tx.pending``) and whether it has
-        resources (``Tx.has_resources``) with the row (the loop's; ``workspace_id`` is not checked)."""
+        """A journal transaction on the session's row, read with its lock together with its
+        unconsumed client input (``Tx.pending``) and whether it has resources. ``durable=False``
+        is for the loop's own transitions: nobody waits on them, and if a database crash lost
+        the newest ones the session would resume from the one before (the events and the
+        session row commit together). Client writes stay durable."""
         async with self._turn(session_id):
-            async with self._locked(session_id, workspace_id, durable, pending) as tx:
+            async with self._locked(session_id, workspace_id, durable) as tx:
                 yield tx
-            self._committed(tx, None)
+            self._committed(tx)
 
     @asynccontextmanager
     async def _turn(self, session_id: str) -> AsyncIterator[None]:
@@ -232,36 +226,26 @@ class Journal:
                 del self._turns[session_id]
 
     @asynccontextmanager
-    async def _locked(
-        self, session_id: str, workspace_id: str | None, durable: bool, pending: bool
-    ) -> AsyncIterator[Tx]:
+    async def _locked(self, session_id: str, workspace_id: str | None, durable: bool) -> AsyncIterator[Tx]:
         async with self.store.db.write(durable=durable) as conn:
-            if pending:
-                locked = await self.store.sessions.get_locked_with_pending(conn, session_id)
-                if locked is None:
-                    raise NotFound(f"Session {session_id} not found.")
-                tx = Tx(
-                    conn,
-                    self.store,
-                    locked.session,
-                    now_us(),
-                    pending=locked.pending,
-                    has_resources=locked.has_resources,
-                    version=locked.version,
-                )
-            else:
-                found = await self.store.sessions.get_locked(conn, workspace_id, session_id)
-                if found is None:
-                    raise NotFound(f"Session {session_id} not found.")
-                tx = Tx(conn, self.store, found[0], now_us(), version=found[1])
+            locked = await self.store.sessions.get_locked_with_pending(conn, session_id)
+            if locked is None or workspace_id not in (None, locked.session.workspace_id):
+                raise NotFound(f"Session {session_id} not found.")
+            tx = Tx(
+                conn,
+                self.store,
+                locked.session,
+                now_us(),
+                locked.pending,
+                locked.has_resources,
+                locked.version,
+            )
             yield tx
             await tx.flush()
 
-    def _committed(self, tx: Tx, before: Known | None) -> None:
+    def _committed(self, tx: Tx) -> None:
         session_id = tx.session.id
-        if before is None and tx.has_resources is not None:  # read with the lock just now
-            before = Known(tx.session, tx.version, tuple(tx.pending), tx.has_resources)
-        self._known[session_id] = tx.outcome(before)
+        self._known[session_id] = tx.outcome()
         self._known.move_to_end(session_id)
         while len(self._known) > self._remember:
             self._known.popitem(last=False)

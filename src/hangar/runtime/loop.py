@@ -171,7 +171,7 @@ class Loop:
             return True, await self._take_inputs(tx, found.inputs)
 
         try:
-            took, after = await self.journal.run(session_id, body, durable=False, pending=True)
+            took, after = await self.journal.run(session_id, body, durable=False)
         except NotFound:  # deleted
             return False, None
         if took and after is None:
@@ -342,7 +342,7 @@ class Loop:
         async def body(tx: Tx) -> str:  # may run twice (Journal.run)
             return await self._span_opening(tx, dict(tx.session.data), steering(tx.pending))
 
-        return await self.journal.run(session_id, body, durable=False, pending=True)
+        return await self.journal.run(session_id, body, durable=False)
 
     async def _span_opening(self, tx: Tx, data: dict[str, Any], pending: list[StoredEvent]) -> str:
         """In ``tx``: take in ``pending`` messages, close a span a crash left open, append
@@ -533,7 +533,7 @@ class Loop:
             written = replace(tx.session, data=data, status="running")
             return Step(State.MODEL_REQUEST, span_start_id=span, session=written), written, None
 
-        return await self.journal.run(session.id, body, durable=False, pending=True)
+        return await self.journal.run(session.id, body, durable=False)
 
     async def _await(self, session_id: str) -> None:
         async with self.journal.transaction(session_id, durable=False) as tx:

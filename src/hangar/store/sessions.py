@@ -93,19 +93,18 @@ class SessionStore:
         self._status = Prepared(sa.select(sessions.c.status).where(sessions.c.id == sa.bindparam("id")))
         # A turn reads its session's resources (hangar.runtime.provision).
         self._resources_of = Prepared(_resources_where(session_resources.c.session_id == sa.bindparam("sid")))
-        # A PostgreSQL row's version is its xmin: every update, whoever makes it, changes it.
-        # Locked reads and the journal's row write return it (``expect`` checks it).
-        postgres = db.dialect == "postgresql"
-        xmin = "sessions.xmin::text" if postgres else "NULL"
-        version: sa.Label[Any] = sa.literal_column(xmin).label("row_version")
         self._get: dict[tuple[bool, bool], Prepared] = {}
         for scoped in (False, True):
             for lock in (False, True):
-                columns = [sessions, version] if lock else [sessions]
-                stmt = sa.select(*columns).where(sessions.c.id == sa.bindparam("id"))
+                stmt = sa.select(sessions).where(sessions.c.id == sa.bindparam("id"))
                 if scoped:
                     stmt = stmt.where(sessions.c.workspace_id == sa.bindparam("workspace_id"))
                 self._get[(scoped, lock)] = Prepared(db.for_update(stmt) if lock else stmt)
+        # A PostgreSQL row's version is its xmin: every update, whoever makes it, changes it.
+        # The journal's locked read and its row write return it (``expect`` checks it).
+        postgres = db.dialect == "postgresql"
+        xmin = "sessions.xmin::text" if postgres else "NULL"
+        version: sa.Label[Any] = sa.literal_column(xmin).label("row_version")
         self._expect = Prepared(sa.text("SELECT hangar_expect_session(:id, CAST(:version AS xid))"))
         self._returning: list[sa.Label[Any]] = [version] if postgres else []
         # The loop's first read when woken: the row, locked, with the session's unconsumed client
@@ -157,17 +156,6 @@ class SessionStore:
             params["workspace_id"] = workspace_id
         row = (await conn.run(self._get[(workspace_id is not None, lock)], params)).first()
         return _session(row) if row is not None else None
-
-    async def get_locked(
-        self, conn: Conn, workspace_id: str | None, session_id: str
-    ) -> tuple[SessionRecord, str | None] | None:
-        """In a write transaction: the session's row, locked, and its version (PostgreSQL's
-        xmin; ``None`` on SQLite, whose writers are serialised anyway)."""
-        params = {"id": session_id}
-        if workspace_id is not None:
-            params["workspace_id"] = workspace_id
-        row = (await conn.run(self._get[(workspace_id is not None, True)], params)).first()
-        return (_session(row), row._mapping["row_version"]) if row is not None else None
 
     async def get_locked_with_pending(self, conn: Conn, session_id: str) -> Locked | None:
         """In a write transaction: the session's row, locked, with its version, its unconsumed
