@@ -89,6 +89,14 @@ class Step:
     has_resources: bool | None = None  # whether the session has resources, if known
 
 
+@dataclass(frozen=True)
+class Taken:
+    """Input a client's transaction took in (``Loop.take_in``), and what comes next."""
+
+    session_id: str
+    after: Step | None
+
+
 def start_next(calls: list[c.Call]) -> tuple[list[c.Call], str | None]:
     """Mark the first pending call running, in the transaction that hands the calls to
     ``_tools``: persisted as running before it runs (a restart reports it interrupted, never
@@ -177,6 +185,20 @@ class Loop:
         if took and after is None:
             await self.provision.after_turn(session_id)  # outputs reach the Files API
         return took, after
+
+    async def take_in(self, tx: Tx, appended: list[StoredEvent]) -> Taken | None:
+        """In a client's transaction that appended ``appended``: when that leaves input waiting
+        (the session is idle), take it in now, as ``_begin`` would; ``None`` otherwise."""
+        found = self._state(tx.session, [*tx.pending, *appended])
+        if found.state is not State.INPUTS:
+            return None
+        return Taken(tx.session.id, await self._take_inputs(tx, found.inputs))
+
+    async def resume(self, taken: Taken) -> Step | None:
+        """Carry on after input a client's transaction took in (``take_in``)."""
+        if taken.after is None:
+            await self.provision.after_turn(taken.session_id)  # outputs reach the Files API
+        return taken.after
 
     async def step(self, session_id: str, hint: Step | None = None) -> Step | None:
         """Take one transition. Returns what is known to come next (sparing a read of the

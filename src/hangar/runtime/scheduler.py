@@ -9,9 +9,11 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from hangar.runtime.loop import Loop
+from hangar.runtime.journal import Tx
+from hangar.runtime.loop import Loop, Taken
 from hangar.runtime.tools.executor import ExecutorPool
 from hangar.store import Store
+from hangar.store.events import StoredEvent
 
 log = logging.getLogger(__name__)
 
@@ -23,13 +25,26 @@ class Scheduler:
         self.executors = executors
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._again: set[str] = set()
+        self._taken: dict[str, Taken] = {}  # input a client's transaction took in (`take_in`)
         self._interrupts: set[str] = set()
         self._closing = False
 
-    def wake(self, session_id: str) -> None:
-        """Make sure the session's driver runs (again) soon."""
+    async def take_in(self, tx: Tx, appended: list[StoredEvent]) -> Taken | None:
+        """In a client's transaction that appended input: if no driver runs the session in this
+        process, take the input in right there (the loop's INPUTS transition), sparing the turn
+        a transaction of its own. Its result goes to ``wake`` straight after the commit, with
+        nothing awaited in between, so no other driver can start first."""
+        if self._closing or tx.session.id in self._tasks or tx.session.data.get("self_hosted"):
+            return None
+        return await self.loop.take_in(tx, appended)
+
+    def wake(self, session_id: str, taken: Taken | None = None) -> None:
+        """Make sure the session's driver runs (again) soon; ``taken`` is what ``take_in``
+        returned, where the driver carries on."""
         if self._closing:
             return
+        if taken is not None:
+            self._taken[session_id] = taken
         self._again.add(session_id)
         if session_id not in self._tasks:
             self._tasks[session_id] = asyncio.create_task(
@@ -57,10 +72,12 @@ class Scheduler:
         try:
             while session_id in self._again or session_id in self._interrupts:
                 self._again.discard(session_id)
+                taken = self._taken.pop(session_id, None)
                 if session_id in self._interrupts:
                     self._interrupts.discard(session_id)
+                    taken = None  # the turn it began is over
                     await self.loop.interrupted(session_id)
-                step = await self.loop.step(session_id)
+                step = await (self.loop.step(session_id) if taken is None else self.loop.resume(taken))
                 while step is not None:
                     step = await self.loop.step(session_id, step)
         except asyncio.CancelledError:

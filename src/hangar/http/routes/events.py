@@ -15,6 +15,7 @@ from hangar.http.routes.sessions import load_session
 from hangar.http.routing import api_router
 from hangar.http.sse import event_stream
 from hangar.runtime.journal import Tx
+from hangar.runtime.loop import Taken
 from hangar.services import Services
 from hangar.store.events import NewEvent, StoredEvent
 from hangar.store.sessions import SessionRecord
@@ -84,16 +85,23 @@ async def send_events(
             "the user.message, user.tool_result or user.custom_tool_result it accompanies"
         )
 
-    # The checks run inside the transaction that appends, on the row it appends to.
-    async def append(tx: Tx) -> tuple[SessionRecord, list[StoredEvent]]:  # may run twice
-        await _check_references(svc, who, tx.session, parsed)
-        return tx.session, await _append_inputs(tx, parsed)
+    interrupt = any(e.type == ev.USER_INTERRUPT for e in parsed)
 
-    session, stored = await svc.journal.run(session_id, append, who.workspace_id)
+    # The checks run inside the transaction that appends, on the row it appends to. Input for
+    # an idle session is taken in by the same transaction (`Scheduler.take_in`).
+    async def append(tx: Tx) -> tuple[SessionRecord, list[StoredEvent], Taken | None]:  # may run twice
+        await _check_references(svc, who, tx.session, parsed)
+        stored = await _append_inputs(tx, parsed)
+        taken = None if interrupt else await svc.scheduler.take_in(tx, stored)
+        return tx.session, stored, taken
+
+    session, stored, taken = await svc.journal.run(session_id, append, who.workspace_id)
+    if taken is not None:
+        svc.scheduler.wake(session_id, taken)  # before anything is awaited: see take_in
     await wake_for_input(svc, who.workspace_id, session_id, [e.type for e in parsed], session)
-    if any(e.type == ev.USER_INTERRUPT for e in parsed):
+    if interrupt:
         await svc.scheduler.interrupt(session_id)
-    else:
+    elif taken is None:
         svc.scheduler.wake(session_id)
     return {"data": [e.wire() for e in stored]}
 
