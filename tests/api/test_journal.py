@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import anthropic
@@ -108,6 +109,40 @@ def test_a_session_deleted_by_another_process_is_gone(two_servers: list[ServerPr
         b.beta.sessions.delete(session.id)
         with pytest.raises(anthropic.NotFoundError):
             a.beta.sessions.events.send(session.id, events=[user_message("anyone?")])
+
+
+# --- input taken in by the client's own transaction ------------------------------------------
+
+
+def test_concurrent_input_to_an_idle_session_runs_each_model_request_once(
+    make_server: Callable[..., ServerProcess],
+) -> None:
+    # Input sent to an idle session is taken in by the transaction that appends it, and the
+    # session's driver starts from there; racing senders must not start a second driver or
+    # open a model request twice (a second one would close the first as failed).
+    with api(make_server()) as client:
+        env = client.beta.environments.create(name="race")
+        agent = client.beta.agents.create(name="race", model="scripted")
+        s = client.beta.sessions.create(agent=agent.id, environment_id=env.id)
+        for burst in range(5):
+            texts = [f"burst {burst} message {i}" for i in range(6)]
+            with ThreadPoolExecutor(len(texts)) as pool:
+                list(
+                    pool.map(
+                        lambda t: client.beta.sessions.events.send(s.id, events=[user_message(t)]), texts
+                    )
+                )
+            events = settled(client, s.id)
+        check_log(events)
+        ends = [
+            strict(BetaManagedAgentsSessionEvent, e) for e in events if e.type == "span.model_request_end"
+        ]
+        assert ends and not any(e.is_error for e in ends)
+        messages = [e for e in events if e.type == "user.message"]
+        assert len(messages) == 30 and all(e.processed_at is not None for e in messages)
+        # Messages sent while a turn ran were taken in by a turn of their own, none left behind.
+        kinds = [e.type for e in events]
+        assert kinds.count("session.status_running") == kinds.count("session.status_idle")
 
 
 # --- what the remembered row says about resources ------------------------------------------

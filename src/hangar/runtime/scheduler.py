@@ -45,7 +45,8 @@ class Scheduler:
             return
         if taken is not None:
             self._taken[session_id] = taken
-        self._again.add(session_id)
+        else:
+            self._again.add(session_id)
         if session_id not in self._tasks:
             self._tasks[session_id] = asyncio.create_task(
                 self._drive(session_id), name=f"session:{session_id}"
@@ -70,9 +71,12 @@ class Scheduler:
 
     async def _drive(self, session_id: str) -> None:
         try:
-            while session_id in self._again or session_id in self._interrupts:
-                self._again.discard(session_id)
+            while session_id in self._again or session_id in self._taken or session_id in self._interrupts:
+                # Resuming from taken input leaves a wake that came meanwhile for the next round:
+                # its input was appended after the input taken in.
                 taken = self._taken.pop(session_id, None)
+                if taken is None or session_id in self._interrupts:
+                    self._again.discard(session_id)
                 if session_id in self._interrupts:
                     self._interrupts.discard(session_id)
                     taken = None  # the turn it began is over
