@@ -154,3 +154,28 @@ def test_upstream_error_becomes_session_error(make_server: object) -> None:
         assert last_error.error.type == "model_request_failed_error"
         assert last_error.error.retry_status.type == "exhausted"
         assert client.beta.sessions.retrieve(s.id).status == "idle"
+
+
+AWKWARD = [
+    "it's 100% \\ fine",
+    "quotes \"double\" and 'single'",
+    "ünïcödé · 中文 · emoji 🚀",
+    "newline\nand\ttab",
+    "$1 %(name)s {braces} ::json",
+    "\\u0041 is not an escape here",
+]
+
+
+def test_fifty_events_in_one_request_are_stored_exactly(client: anthropic.Anthropic) -> None:
+    # Many events in one request are inserted in one statement (on PostgreSQL from one JSON
+    # parameter): every value must come back exactly as sent, in order.
+    agent_id, env_id = make_agent_env(client)
+    s = client.beta.sessions.create(agent=agent_id, environment_id=env_id)
+    texts = [f"{i}: {AWKWARD[i % len(AWKWARD)]}" for i in range(50)]
+    sent = client.beta.sessions.events.send(s.id, events=[user_message(t) for t in texts])
+    assert [e.content[0].text for e in sent.data] == texts
+    events = wait_idle(client, s.id)
+    messages = [e for e in events if e.type == "user.message"]
+    assert [e.content[0].text for e in messages] == texts
+    assert [e.id for e in messages] == [e.id for e in sent.data]
+    assert all(e.processed_at is not None for e in messages)

@@ -74,6 +74,9 @@ class _Builder:
     open_calls: list[str] = field(default_factory=list)
     key: int = -1  # history_key of the event being added
     size: int = 0
+    # The last message, if this builder made it: extended in place (the prefix's own messages
+    # are shared with conversations handed out, so they are copied once before growing).
+    _own: dict[str, Any] | None = None
 
     def add(self, role: str, blocks: list[dict[str, Any]]) -> None:
         if not blocks:
@@ -98,15 +101,18 @@ class _Builder:
         self.size += sum(len(json.dumps(b, separators=(",", ":"))) for b in blocks)
         last = self.messages[-1] if self.messages else None
         if last is not None and last["role"] == role:
-            content = [*last["content"], *blocks]
-            if role == "user":
+            if last is not self._own:
+                last = self.messages[-1] = self._own = {"role": role, "content": list(last["content"])}
+            content: list[dict[str, Any]] = last["content"]
+            content += blocks
+            if role == "user" and any(b.get("type") == "tool_result" for b in blocks):
                 # Tool results must lead a user turn.
-                content = [b for b in content if b.get("type") == "tool_result"] + [
+                content[:] = [b for b in content if b.get("type") == "tool_result"] + [
                     b for b in content if b.get("type") != "tool_result"
                 ]
-            self.messages[-1] = {"role": role, "content": content}
         else:
-            self.messages.append({"role": role, "content": list(blocks)})
+            self._own = {"role": role, "content": list(blocks)}
+            self.messages.append(self._own)
             self.starts.append(self.key)
 
 

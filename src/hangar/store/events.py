@@ -6,6 +6,7 @@ change it announces (a status, usage) commit together; readers page by sequence 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +22,8 @@ from hangar.wire.common import ts
 
 BATCH = 32
 """Rows per multi-row statement (inserts, marking input consumed)."""
+JSON_ROWS_FROM = 4
+"""On PostgreSQL, more event rows than this are inserted from one JSON parameter."""
 
 USER_INPUT_TYPES = (
     "user.message",
@@ -107,6 +110,15 @@ class EventStore:
         self.db = db
         # The hot statements (see hangar.store.prepared).
         self._inserts: dict[int, Prepared] = {}
+        self._insert_json: Prepared | None = None
+        if db.dialect == "postgresql":
+            columns = ", ".join(c.name for c in events.columns)
+            self._insert_json = Prepared(
+                sa.text(
+                    f"INSERT INTO events ({columns}) SELECT {columns} "  # noqa: S608 (column names)
+                    "FROM json_populate_recordset(NULL::events, CAST(:rows AS json))"
+                )
+            )
         self._marks: dict[int, Prepared] = {}
         self._pending = Prepared(
             sa.select(events)
@@ -172,6 +184,11 @@ class EventStore:
                     "data": stored.data,
                 }
             )
+        if self._insert_json is not None and len(rows) > JSON_ROWS_FROM:
+            # One parameter, a JSON array of the rows, instead of nine a row: binding 50 events
+            # one value at a time cost the server ~1 ms of Python (psycopg quotes each).
+            await conn.defer(self._insert_json, {"rows": json.dumps(rows, separators=(",", ":"))})
+            return out
         for start in range(0, len(rows), BATCH):
             chunk = rows[start : start + BATCH]
             params = {f"{k}_{i}": v for i, row in enumerate(chunk) for k, v in row.items()}
