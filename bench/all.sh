@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Every benchmark, one after another, with their default counts; results (JSON and the printed
 # tables) in bench/results/ or $BENCH_OUT. Run on a quiet machine, from the repository root,
-# after ./scripts/test has set up .venv. Takes about 6 minutes on the reference machine.
+# after ./scripts/test has set up .venv. Takes 2–6 minutes on the reference machine.
 set -u
 cd "$(dirname "$0")/.."
 out="${BENCH_OUT:-bench/results}"
