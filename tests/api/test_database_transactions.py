@@ -117,6 +117,22 @@ async def test_a_deferred_statement_with_many_parameters_keeps_every_value(db: D
         assert row is not None and row[0] == 1
 
 
+BUMP = Prepared(
+    items.update().where(items.c.id == sa.bindparam("_id")).values(n=items.c.n + 1).returning(items.c.n)
+)
+
+
+async def test_a_deferred_statement_hands_its_result_over_once_sent(db: Database) -> None:
+    # The journal reads its session row's new version this way (RETURNING, sent with COMMIT).
+    async with db.write() as conn:
+        await conn.defer(INSERT, {"id": "r", "n": 41, "data": None})
+        first = await conn.defer(BUMP, {"_id": "r"})
+        second = await conn.defer(BUMP, {"_id": "r"})
+    assert first.result is not None and second.result is not None
+    assert [tuple(r) for r in first.result.all()] == [(42,)]
+    assert [tuple(r) for r in second.result.all()] == [(43,)]
+
+
 async def test_a_failing_deferred_write_rolls_back_the_whole_transaction(db: Database) -> None:
     async with db.write() as conn:
         await conn.defer(INSERT, {"id": "a", "n": 1, "data": None})

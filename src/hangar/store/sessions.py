@@ -34,7 +34,7 @@ class SessionRecord:
 
 @dataclass(frozen=True)
 class Locked:
-    """A session row read with its lock by the loop (``get_locked_with_pending``)."""
+    """A session row read with its lock by the journal (``get_locked_with_pending``)."""
 
     session: SessionRecord
     version: str | None
@@ -107,8 +107,8 @@ class SessionStore:
         version: sa.Label[Any] = sa.literal_column(xmin).label("row_version")
         self._expect = Prepared(sa.text("SELECT hangar_expect_session(:id, CAST(:version AS xid))"))
         self._returning: list[sa.Label[Any]] = [version] if postgres else []
-        # The loop's first read when woken: the row, locked, with the session's unconsumed client
-        # input (event columns prefixed ``ev_``), in one statement.
+        # A journal transaction's read: the row, locked, with its version, whether the session
+        # has resources and its unconsumed client input (event columns prefixed ``ev_``).
         self._locked_pending = Prepared(
             db.for_update(
                 sa.select(
