@@ -134,9 +134,9 @@ class Journal:
     def __init__(self, store: Store, bus: EventBus, *, remember: int = 256) -> None:
         self.store = store
         self.bus = bus
-        # The rows this process committed last (a bounded LRU): what `run` builds on, on
-        # PostgreSQL. Records are never mutated (transactions copy `data` before changing it).
-        self._optimistic = store.db.dialect == "postgresql"
+        # The rows this process committed last (a bounded LRU): what `run` builds on when they
+        # have a version (PostgreSQL; SQLite rows have none, and its locked read is in-process).
+        # Records are never mutated (transactions copy `data` before changing it).
         self._remember = remember
         self._known: OrderedDict[str, Known] = OrderedDict()
         # This process's journal transactions of one session take turns (they would queue on
@@ -167,7 +167,7 @@ class Journal:
         error (which the stored row may not bear out). So it must have no effect outside
         ``tx`` until it returns; reads are fine."""
         async with self._turn(session_id):
-            known = self._known.get(session_id) if self._optimistic else None
+            known = self._known.get(session_id)
             if (
                 known is not None
                 and known.version is not None
